@@ -1,0 +1,92 @@
+"""Checkpoints as plain dicts: written atomically, read without ever executing code from them."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from vidclf import __version__
+from vidclf.errors import CheckpointError
+
+FORMAT_VERSION = 1
+REQUIRED_KEYS = ("format_version", "model", "classes", "preprocess", "state_dict")
+
+
+def save(checkpoint: dict[str, Any], path: str | Path) -> None:
+    """Write to a temporary file in the same folder, then rename: a crash never leaves half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    checkpoint = {"format_version": FORMAT_VERSION, "vidclf_version": __version__, **checkpoint}
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(checkpoint, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def load(path: str | Path, *, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Load with `weights_only=True`, so a crafted file cannot run code, and check the schema."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint file")
+    try:
+        checkpoint = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise CheckpointError(f"{path}: refused to load, it holds more than plain data ({first})") from None
+    except Exception as err:  # torch raises RuntimeError, EOFError, zipfile errors … for non-checkpoints
+        raise CheckpointError(f"{path}: not a checkpoint file ({type(err).__name__}: {err})") from None
+    if not isinstance(checkpoint, dict) or any(k not in checkpoint for k in REQUIRED_KEYS):
+        raise CheckpointError(f"{path}: not a vidclf checkpoint (missing {', '.join(REQUIRED_KEYS)})")
+    version = checkpoint["format_version"]
+    if version != FORMAT_VERSION:
+        raise CheckpointError(
+            f"{path}: checkpoint format {version} is not supported by vidclf {__version__} "
+            f"(expected {FORMAT_VERSION})"
+        )
+    return checkpoint
+
+
+@dataclass
+class Classifier:
+    """What evaluate and predict need from a checkpoint: the model, its classes and its preprocessing."""
+
+    model: torch.nn.Module
+    classes: list[str]
+    preprocess: "Preprocess"
+    path: Path
+
+
+def load_classifier(path: str | Path, *, device: torch.device) -> Classifier:
+    """Rebuild the trained model from the checkpoint alone, in eval mode on `device`."""
+    from vidclf.models import build_model
+    from vidclf.preprocess import Preprocess
+
+    ckpt = load(path)
+    spec = ckpt["model"]
+    try:
+        model = build_model(spec["name"], spec["num_classes"], **spec["config"])
+        model.load_state_dict(ckpt["state_dict"])
+        pre = Preprocess(**{k: tuple(v) if isinstance(v, list) else v for k, v in ckpt["preprocess"].items()})
+    except (KeyError, TypeError, ValueError, RuntimeError) as err:
+        raise CheckpointError(f"{path}: the checkpoint does not match this vidclf version ({err})") from None
+    return Classifier(model.to(device).eval(), list(ckpt["classes"]), pre, Path(path))
+
+
+def newest_best(root: str | Path) -> Path:
+    """The most recently written best.pt below `root`: what `predict` uses when no model is named."""
+    candidates = sorted(Path(root).rglob("best.pt"), key=lambda p: p.stat().st_mtime)
+    if not candidates:
+        raise CheckpointError(f"{root}: no best.pt found; train a model first or pass --model")
+    return candidates[-1]

@@ -1,0 +1,296 @@
+"""Datasets: find labelled videos on disk, split them, and serve uint8 clips to a DataLoader.
+
+Decoding itself is `video.py`'s job; this module decides which clip to ask for and caches the answer.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import os
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator, NamedTuple, Sequence
+
+import numpy as np
+import torch
+
+from vidclf.errors import DatasetError
+from vidclf.preprocess import Preprocess
+
+VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv", ".3gp", ".ts")
+SPLIT_NAMES = ("train", "val", "test")
+# Random training clips are drawn from all of a video's frames, which the cache holds for videos up
+# to this long; longer videos are decoded afresh for each draw.
+MAX_CACHED_FRAMES = 512
+
+
+class Sample(NamedTuple):
+    path: str
+    label: int
+
+
+@dataclass
+class Splits:
+    classes: list[str]
+    train: list[Sample] = field(default_factory=list)
+    val: list[Sample] = field(default_factory=list)
+    test: list[Sample] = field(default_factory=list)
+
+
+def is_video(path: Path) -> bool:
+    return path.suffix.lower() in VIDEO_EXTENSIONS and not path.name.startswith(".")
+
+
+def find_videos(paths: Sequence[str | Path]) -> Iterator[Path]:
+    """Files as given; folders searched recursively for video files, in sorted order."""
+    for p in map(Path, paths):
+        if p.is_dir():
+            yield from sorted(f for f in p.rglob("*") if f.is_file() and is_video(f))
+        else:
+            yield p
+
+
+def find_classes(root: Path) -> list[str]:
+    return sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+
+
+def _class_folder_samples(root: Path, classes: list[str]) -> list[Sample]:
+    return [
+        Sample(str(f), classes.index(c))
+        for c in find_classes(root)
+        for f in sorted((root / c).rglob("*"))
+        if f.is_file() and is_video(f)
+    ]
+
+
+def stratified_split(samples: list[Sample], fraction: float, seed: int) -> tuple[list[Sample], list[Sample]]:
+    """Hold out `fraction` of every class (at least one clip of classes with two or more), seeded."""
+    if not 0 <= fraction < 1:
+        raise DatasetError(f"--val-split should be in [0, 1), got {fraction}")
+    rng = random.Random(seed)
+    train, val = [], []
+    for label in sorted({s.label for s in samples}):
+        group = [s for s in samples if s.label == label]
+        rng.shuffle(group)
+        n_val = round(len(group) * fraction)
+        if fraction > 0 and n_val == 0 and len(group) >= 2:
+            n_val = 1
+        val += group[:n_val]
+        train += group[n_val:]
+    return sorted(train), sorted(val)
+
+
+def _read_manifest(path: Path) -> tuple[list[tuple[str, str, str | None]], bool]:
+    with path.open(newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f)
+        if not reader.fieldnames or not {"path", "label"} <= set(reader.fieldnames):
+            raise DatasetError(f"{path}: a manifest needs a header with columns path,label[,split]")
+        rows = []
+        for line, row in enumerate(reader, start=2):
+            if not row["path"] or not row["label"]:
+                raise DatasetError(f"{path}:{line}: empty path or label")
+            video = Path(row["path"])
+            video = video if video.is_absolute() else path.parent / video
+            rows.append((str(video), row["label"], row.get("split") or None))
+    return rows, "split" in reader.fieldnames
+
+
+def scan(root: str | Path, *, val_split: float = 0.2, seed: int = 0) -> Splits:
+    """Read any of the three layouts into train/val/test lists; classes are sorted names.
+
+    - ROOT/<class>/*.mp4: `val_split` of each class becomes validation (stratified, seeded);
+    - ROOT/train|val|test/<class>/…: the folders decide (val taken from train when there is no val/);
+    - a CSV manifest `path,label[,split]`, paths relative to the CSV.
+    """
+    root = Path(root)
+    if root.is_file() and root.suffix.lower() == ".csv":
+        rows, has_split = _read_manifest(root)
+        classes = sorted({label for _, label, _ in rows})
+        splits = Splits(classes)
+        if has_split:
+            for video, label, split in rows:
+                if split not in SPLIT_NAMES:
+                    raise DatasetError(f"{root}: split should be one of {', '.join(SPLIT_NAMES)}, got {split!r}")
+                getattr(splits, split).append(Sample(video, classes.index(label)))
+        else:
+            samples = [Sample(v, classes.index(label)) for v, label, _ in rows]
+            splits.train, splits.val = stratified_split(samples, val_split, seed)
+        return splits
+    if not root.is_dir():
+        raise DatasetError(f"{root}: no such dataset folder or manifest (create one with `vidclf synth {root}`)")
+    if (root / "train").is_dir():
+        present = [s for s in SPLIT_NAMES if (root / s).is_dir()]
+        classes = sorted({c for s in present for c in find_classes(root / s)})
+        splits = Splits(classes, **{s: _class_folder_samples(root / s, classes) for s in present})
+        if "val" not in present:
+            splits.train, splits.val = stratified_split(splits.train, val_split, seed)
+    else:
+        classes = find_classes(root)
+        samples = _class_folder_samples(root, classes)
+        splits = Splits(classes)
+        splits.train, splits.val = stratified_split(samples, val_split, seed)
+    if not classes or not (splits.train or splits.val or splits.test):
+        raise DatasetError(f"{root}: no videos found (expected {root}/<class>/<video> folders)")
+    return splits
+
+
+class ClipCache:
+    """Decoded, resized uint8 frames on disk, keyed by the file's identity and the sampling settings.
+
+    A changed file (size or mtime) gets a new key; an unreadable entry is decoded again and replaced.
+    """
+
+    def __init__(self, folder: str | Path):
+        self.folder = Path(folder)
+
+    def _entry(self, path: str, settings: str) -> Path:
+        st = os.stat(path)
+        key = f"{os.path.abspath(path)}|{st.st_size}|{st.st_mtime_ns}|{settings}"
+        digest = hashlib.sha1(key.encode()).hexdigest()
+        return self.folder / digest[:2] / f"{digest}.npy"
+
+    def get(self, path: str, settings: str) -> np.ndarray | None:
+        entry = self._entry(path, settings)
+        try:
+            frames = np.load(entry, allow_pickle=False)
+        except (OSError, ValueError, EOFError):
+            return None  # missing or corrupt: the caller decodes and puts it back
+        return frames if frames.ndim == 4 and frames.dtype == np.uint8 and len(frames) else None
+
+    def put(self, path: str, settings: str, frames: np.ndarray) -> None:
+        entry = self._entry(path, settings)
+        entry.parent.mkdir(parents=True, exist_ok=True)
+        tmp = entry.with_name(f".{entry.name}.{os.getpid()}.tmp")
+        with open(tmp, "wb") as f:
+            np.save(f, frames)
+        os.replace(tmp, entry)
+
+
+def default_cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "vidclf" / "clips"
+
+
+class Failure(NamedTuple):
+    path: str
+    reason: str  # the VideoError's message: names the file and what is wrong
+    index: int = -1  # position in the dataset
+
+
+class Batch(NamedTuple):
+    clips: torch.Tensor  # uint8 (B, T, 3, H, W), zero after each clip's length
+    lengths: torch.Tensor  # int64 (B,)
+    labels: torch.Tensor  # int64 (B,)
+    indices: torch.Tensor  # int64 (B,): positions in the dataset
+    failures: list[Failure]  # videos of this batch that could not be read
+
+
+class ClipDataset(torch.utils.data.Dataset):
+    """Serves `(frames uint8 (L, 3, H, W), length, label, index)` or a `Failure` for a bad video.
+
+    Keys are `index` or `(index, epoch)`: random clips are drawn from a generator seeded by
+    (seed, epoch, index), so any epoch can be replayed exactly (resume) in any worker.
+    """
+
+    def __init__(self, samples: Sequence[Sample], pre: Preprocess, *, train: bool = False,
+                 seed: int = 0, cache: ClipCache | None = None):
+        self.samples = list(samples)
+        self.pre = pre
+        self.train = train
+        self.seed = seed
+        self.cache = cache
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def _frames(self, path: str, rng: random.Random) -> np.ndarray:
+        from vidclf import video
+
+        pre = self.pre
+        if not self.train:
+            settings = f"uniform|{pre.num_frames}|{pre.size}|{pre.interpolation}"
+            frames = self.cache.get(path, settings) if self.cache else None
+            if frames is None:
+                frames, length = video.load_clip(path, num_frames=pre.num_frames, size=pre.size)
+                frames = frames[:length]
+                if self.cache:
+                    self.cache.put(path, settings, frames)
+            return frames
+        settings = f"all|{pre.size}|{pre.interpolation}"
+        every = self.cache.get(path, settings) if self.cache else None
+        if every is None:
+            info = video.probe(path)
+            if not self.cache or info.frames > MAX_CACHED_FRAMES:
+                frames, length = video.load_clip(path, num_frames=pre.num_frames, size=pre.size,
+                                                 sampling="random", stride=pre.frame_stride, rng=rng)
+                return frames[:length]
+            every = video.read_frames(path, range(info.frames), size=pre.size)
+            self.cache.put(path, settings, every)
+        idx = video.random_clip_indices(len(every), pre.num_frames, stride=pre.frame_stride, rng=rng)
+        return every[idx]
+
+    def __getitem__(self, key: int | tuple[int, int]):
+        from vidclf.video import VideoError
+
+        index, epoch = key if isinstance(key, tuple) else (key, 0)
+        path, label = self.samples[index]
+        rng = random.Random(f"{self.seed}|{epoch}|{index}")
+        try:
+            frames = self._frames(path, rng)
+        except VideoError as err:
+            return Failure(path, str(err), index)
+        clip = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2)  # (L, H, W, 3) → (L, 3, H, W)
+        return clip, len(clip), label, index
+
+
+def collate(items: list, *, pad_to: int | None = None) -> Batch:
+    """Pad clips with zeros to the longest (or `pad_to`, for fixed shapes) and keep the true lengths."""
+    failures = [it for it in items if isinstance(it, Failure)]
+    good = [it for it in items if not isinstance(it, Failure)]
+    if not good:
+        empty = torch.zeros(0, dtype=torch.long)
+        return Batch(torch.zeros(0, 0, 3, 0, 0, dtype=torch.uint8), empty, empty, empty, failures)
+    T = max(pad_to or 0, max(n for _, n, _, _ in good))
+    _, C, H, W = good[0][0].shape
+    clips = torch.zeros(len(good), T, C, H, W, dtype=torch.uint8)
+    for i, (clip, n, _, _) in enumerate(good):
+        clips[i, :n] = clip
+    return Batch(
+        clips,
+        torch.tensor([n for _, n, _, _ in good]),
+        torch.tensor([label for _, _, label, _ in good]),
+        torch.tensor([index for _, _, _, index in good]),
+        failures,
+    )
+
+
+class EpochSampler(torch.utils.data.Sampler):
+    """Yields `(index, epoch)` keys in an order fixed by (seed, epoch), sharded across ranks.
+
+    `skip` drops the first keys of this rank, so a resumed run continues mid-epoch exactly.
+    """
+
+    def __init__(self, size: int, *, shuffle: bool, seed: int = 0, rank: int = 0, world: int = 1):
+        self.size, self.shuffle, self.seed = size, shuffle, seed
+        self.rank, self.world = rank, world
+        self.epoch, self.skip = 0, 0
+
+    def set_epoch(self, epoch: int, *, skip: int = 0) -> None:
+        self.epoch, self.skip = epoch, skip
+
+    def _order(self) -> list[int]:
+        order = list(range(self.size))
+        if self.shuffle:
+            random.Random(f"order|{self.seed}|{self.epoch}").shuffle(order)
+        if self.world > 1:  # pad by wrapping, as DistributedSampler does, so ranks take equal steps
+            per_rank = -(-self.size // self.world)
+            order = (order * self.world)[: per_rank * self.world][self.rank :: self.world]
+        return order
+
+    def __iter__(self):
+        return iter([(i, self.epoch) for i in self._order()[self.skip :]])
+
+    def __len__(self) -> int:
+        return len(self._order()) - self.skip

@@ -1,0 +1,54 @@
+"""Multi-process training through PyTorch's own engine: `torchrun` sets the environment, we follow it."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+
+@dataclass(frozen=True)
+class Rank:
+    rank: int = 0  # this process among all
+    world: int = 1  # number of processes
+    local: int = 0  # this process on its machine: picks the GPU
+
+    @property
+    def is_main(self) -> bool:
+        """Only the main process writes checkpoints, metrics.csv and tables."""
+        return self.rank == 0
+
+
+def setup(device_type: str) -> Rank:
+    """Join the process group when launched by torchrun (WORLD_SIZE > 1); a no-op otherwise."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return Rank()
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if device_type == "cuda" else "gloo")
+    return Rank(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
+
+
+def all_sum(values: list[float], device: torch.device) -> list[float]:
+    """Sum counters over all processes, so every rank reports the metrics of the whole dataset."""
+    if not dist.is_initialized():
+        return values
+    t = torch.tensor(values, dtype=torch.float64, device=device)
+    dist.all_reduce(t)
+    return t.tolist()
+
+
+def broadcast(obj):
+    """The main process's value on every process (e.g. the run folder's name)."""
+    if not dist.is_initialized():
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def teardown() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()

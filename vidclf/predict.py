@@ -1,0 +1,114 @@
+"""Streaming predictions: one record per video (and per window of long videos), in input order."""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+from typing import Iterable, Iterator
+
+import torch
+
+from vidclf.checkpoint import Classifier
+from vidclf.datasets import ClipDataset, Sample, collate, find_videos
+from vidclf.device import autocast
+from vidclf.evaluate import iter_logits
+from vidclf.preprocess import to_model_input
+
+
+def expand_inputs(inputs: Iterable[str], stdin: Iterable[str] = ()) -> list[str]:
+    """Files as given, folders searched recursively, `-` replaced by the paths read from stdin."""
+    out: list[str] = []
+    for item in inputs:
+        if item == "-":
+            out += [line.strip() for line in stdin if line.strip()]
+        else:
+            out += [str(p) for p in find_videos([item])]
+    return out
+
+
+def shard(paths: list[str], spec: str | None) -> list[str]:
+    """`I/N` keeps every N-th path starting at I: array jobs whose outputs concatenate to the whole."""
+    if not spec:
+        return paths
+    try:
+        i, n = (int(x) for x in spec.split("/"))
+    except ValueError:
+        raise ValueError(f"--shard should be I/N with 0 <= I < N, got {spec!r}") from None
+    if not 0 <= i < n:
+        raise ValueError(f"--shard should be I/N with 0 <= I < N, got {spec!r}")
+    return paths[i::n]
+
+
+def _record(path: str, probs: torch.Tensor | None, classes: list[str], k: int, error: str | None = None) -> dict:
+    if probs is None:
+        return {"path": path, "label": None, "score": None, "topk": [], "error": error}
+    scores, idx = probs.topk(min(k, len(classes)))
+    topk = [{"label": classes[i], "score": round(float(s), 6)} for s, i in zip(scores, idx)]
+    return {"path": path, "label": topk[0]["label"], "score": topk[0]["score"], "topk": topk, "error": None}
+
+
+def predict_files(paths: list[str], clf: Classifier, *, device: torch.device, dtype: torch.dtype | None = None,
+                  batch_size: int = 16, workers: int = 0, top_k: int = 5) -> Iterator[dict]:
+    """Decode in `workers` processes, classify in batches, yield records in the order of `paths`."""
+    from vidclf.train import _worker_init
+
+    dataset = ClipDataset([Sample(p, 0) for p in paths], clf.preprocess)
+    loader = torch.utils.data.DataLoader(
+        dataset, batch_size=batch_size, num_workers=workers,
+        collate_fn=functools.partial(collate, pad_to=clf.preprocess.num_frames),
+        pin_memory=device.type == "cuda", worker_init_fn=_worker_init if workers > 0 else None,
+        prefetch_factor=4 if workers > 0 else None,
+    )
+    for batch, logits in iter_logits(clf.model, loader, clf.preprocess, device, dtype):
+        ready: list[tuple[int, dict]] = [
+            (f.index, _record(f.path, None, clf.classes, top_k, error=f.reason)) for f in batch.failures
+        ]
+        probs = logits.softmax(dim=1) if len(logits) else logits
+        ready += [(int(i), _record(paths[int(i)], p, clf.classes, top_k)) for i, p in zip(batch.indices, probs)]
+        for _, record in sorted(ready, key=lambda r: r[0]):
+            yield record
+
+
+def predict_windows(path: str, clf: Classifier, *, device: torch.device, dtype: torch.dtype | None = None,
+                    window: float, stride: float | None = None, batch_size: int = 16, top_k: int = 5) -> dict:
+    """Classify windows of `window` seconds every `stride` seconds, reading the video once.
+
+    The video-level scores are the mean of the windows' probabilities. Only a batch of windows is in
+    memory at a time, so a video of any length fits.
+    """
+    from vidclf import video
+
+    pre = clf.preprocess
+    try:
+        info = video.probe(path)
+        fps = info.fps if info.fps and info.fps > 0 else 25.0
+        win = max(1, round(window * fps))
+        step = max(1, round((stride or window) * fps))
+        windows: list[dict] = []
+        total = None
+        pending: list = []
+
+        def flush() -> None:
+            nonlocal total
+            clips = torch.stack([torch.from_numpy(w.frames).permute(0, 3, 1, 2) for w in pending])  # (B, T, 3, H, W)
+            lengths = torch.tensor([w.length for w in pending])
+            with torch.inference_mode(), autocast(device, dtype):
+                x = to_model_input(clips.to(device), lengths.to(device), pre)
+                probs = clf.model(x, lengths.to(device)).float().softmax(dim=1).cpu()
+            total = probs.sum(0) if total is None else total + probs.sum(0)
+            for w, p in zip(pending, probs):
+                score, i = p.max(0)
+                windows.append({"start": round(w.start / fps, 3), "end": round(w.end / fps, 3),
+                                "label": clf.classes[int(i)], "score": round(float(score), 6)})
+            pending.clear()
+
+        for w in video.iter_windows(path, window=win, stride=step, num_frames=pre.num_frames, size=pre.size,
+                                    threads=0):
+            pending.append(w)
+            if len(pending) == batch_size:
+                flush()
+        if pending:
+            flush()
+    except video.VideoError as err:
+        return {**_record(path, None, clf.classes, top_k, error=str(err)), "windows": []}
+    return {**_record(path, total / len(windows), clf.classes, top_k), "windows": windows}
