@@ -31,7 +31,7 @@ from vidclf.models import build_model
 from vidclf.preprocess import Preprocess, in_channels, step_seed, to_model_input
 
 METRIC_COLUMNS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds", "clips_per_s",
-                  "data_wait")
+                  "data_wait", "train_clips")
 
 
 @dataclass
@@ -369,7 +369,7 @@ class _Trainer:
             }
             scheduler.step()
             history.append(row)
-            log.add({k: row[k] for k in METRIC_COLUMNS})
+            log.add(row)
             monitor = cfg.monitor if val_loader is not None else "train_loss"
             if _is_better(row, best, monitor):
                 best, stale = row[monitor], 0

@@ -1,0 +1,139 @@
+import csv
+import os
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from vidclf import video
+from vidclf.datasets import (ClipCache, ClipDataset, EpochSampler, Failure, Sample, collate, scan,
+                             stratified_split)
+from vidclf.errors import DatasetError
+from vidclf.preprocess import Preprocess
+
+
+def _touch_videos(root: Path, names: dict[str, int]) -> None:
+    for cls, n in names.items():
+        (root / cls).mkdir(parents=True, exist_ok=True)
+        for i in range(n):
+            (root / cls / f"{i}.mp4").write_bytes(b"x")
+
+
+def test_class_folders_split_is_stratified_and_seeded(tmp_path):
+    _touch_videos(tmp_path, {"b": 10, "a": 5, "c": 2})
+    (tmp_path / "a" / "notes.txt").write_text("not a video")
+    splits = scan(tmp_path, val_split=0.2, seed=1)
+    assert splits.classes == ["a", "b", "c"]
+    val_per_class = [sum(s.label == i for s in splits.val) for i in range(3)]
+    assert val_per_class == [1, 2, 1]  # 20% of each class, at least one of a class with two clips
+    assert len(splits.train) + len(splits.val) == 17
+    assert not {s.path for s in splits.train} & {s.path for s in splits.val}
+    assert scan(tmp_path, val_split=0.2, seed=1) == splits
+    assert scan(tmp_path, val_split=0.2, seed=2).val != splits.val
+
+
+def test_train_val_test_folders(tmp_path):
+    _touch_videos(tmp_path / "train", {"run": 3, "walk": 3})
+    _touch_videos(tmp_path / "val", {"run": 1, "walk": 1})
+    _touch_videos(tmp_path / "test", {"run": 2, "swim": 1})
+    splits = scan(tmp_path)
+    assert splits.classes == ["run", "swim", "walk"]
+    assert (len(splits.train), len(splits.val), len(splits.test)) == (6, 2, 3)
+    assert {s.label for s in splits.test} == {0, 1}
+
+
+def test_manifest_paths_are_relative_to_the_csv(tmp_path):
+    _touch_videos(tmp_path / "clips", {"x": 2})
+    manifest = tmp_path / "lists" / "all.csv"
+    manifest.parent.mkdir()
+    with manifest.open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["path", "label", "split"])
+        w.writerow(["../clips/x/0.mp4", "cat", "train"])
+        w.writerow(["../clips/x/1.mp4", "dog", "test"])
+    splits = scan(manifest)
+    assert splits.classes == ["cat", "dog"]
+    assert splits.train == [Sample(str(manifest.parent / "../clips/x/0.mp4"), 0)]
+    assert splits.test[0].label == 1 and Path(splits.test[0].path).exists()
+
+
+def test_bad_manifest_and_missing_root_name_the_file(tmp_path):
+    bad = tmp_path / "m.csv"
+    bad.write_text("file,class\na.mp4,x\n")
+    with pytest.raises(DatasetError, match="m.csv: a manifest needs a header"):
+        scan(bad)
+    with pytest.raises(DatasetError, match="nowhere: no such dataset"):
+        scan(tmp_path / "nowhere")
+    with pytest.raises(DatasetError, match="val-split"):
+        stratified_split([Sample("a", 0)], 1.5, 0)
+
+
+def test_collate_pads_to_the_longest_clip_and_keeps_lengths():
+    a = torch.full((3, 3, 4, 4), 7, dtype=torch.uint8)
+    b = torch.full((5, 3, 4, 4), 9, dtype=torch.uint8)
+    batch = collate([(a, 3, 1, 0), Failure("bad.mp4", "bad.mp4: broken", 1), (b, 5, 0, 2)])
+    assert batch.clips.shape == (2, 5, 3, 4, 4)
+    assert batch.lengths.tolist() == [3, 5] and batch.labels.tolist() == [1, 0] and batch.indices.tolist() == [0, 2]
+    assert (batch.clips[0, :3] == 7).all() and (batch.clips[0, 3:] == 0).all()
+    assert batch.failures == [Failure("bad.mp4", "bad.mp4: broken", 1)]
+    assert collate([(a, 3, 1, 0)], pad_to=8).clips.shape[1] == 8
+
+
+def test_dataset_serves_uint8_clips_and_reports_bad_videos(synth_data, tmp_path):
+    bad = tmp_path / "broken.mp4"
+    bad.write_text("not a video")
+    good = next(synth_data.rglob("*.mp4"))
+    pre = Preprocess(num_frames=8, size=24)
+    ds = ClipDataset([Sample(str(good), 2), Sample(str(bad), 1)], pre)
+    clip, length, label, index = ds[0]
+    assert clip.dtype == torch.uint8 and clip.shape == (8, 3, 24, 24) and (length, label, index) == (8, 2, 0)
+    failure = ds[1]
+    assert isinstance(failure, Failure) and "broken.mp4" in failure.reason and failure.index == 1
+
+
+def test_random_clips_replay_for_the_same_epoch(synth_data):
+    good = str(next(synth_data.rglob("*.mp4")))
+    ds = ClipDataset([Sample(good, 0)], Preprocess(num_frames=3, size=16), train=True, seed=5)
+    assert torch.equal(ds[(0, 4)][0], ds[(0, 4)][0])
+
+
+def test_cache_serves_entries_and_rebuilds_corrupt_or_stale_ones(synth_data, tmp_path, monkeypatch):
+    src = next(synth_data.rglob("*.mp4"))
+    path = tmp_path / "clip.mp4"
+    path.write_bytes(src.read_bytes())
+    cache = ClipCache(tmp_path / "cache")
+    ds = ClipDataset([Sample(str(path), 0)], Preprocess(num_frames=4, size=16), cache=cache)
+    first = ds[0][0]
+    entries = list((tmp_path / "cache").rglob("*.npy"))
+    assert len(entries) == 1
+
+    calls = []
+    real = video.load_clip
+    monkeypatch.setattr(video, "load_clip", lambda *a, **k: calls.append(1) or real(*a, **k))
+    assert torch.equal(ds[0][0], first) and not calls  # warm: nothing decoded
+
+    entries[0].write_bytes(b"garbage")
+    assert torch.equal(ds[0][0], first) and len(calls) == 1  # corrupt: decoded again
+    assert np.load(entries[0]).shape == (4, 16, 16, 3)  # … and replaced
+
+    os.utime(path, ns=(1, 1))  # the file changed: a new key, decoded again
+    ds[0]
+    assert len(calls) == 2 and len(list((tmp_path / "cache").rglob("*.npy"))) == 2
+
+
+def test_epoch_sampler_is_seeded_resumable_and_shards_ranks():
+    s = EpochSampler(10, shuffle=True, seed=3)
+    s.set_epoch(2)
+    order = list(s)
+    assert sorted(i for i, _ in order) == list(range(10)) and all(e == 2 for _, e in order)
+    s.set_epoch(2, skip=4)
+    assert list(s) == order[4:] and len(s) == 6
+    s.set_epoch(3)
+    assert list(s) != order
+    ranks = [EpochSampler(10, shuffle=True, seed=3, rank=r, world=2) for r in range(2)]
+    for r in ranks:
+        r.set_epoch(2)
+    shards = [[i for i, _ in r] for r in ranks]
+    assert len(shards[0]) == len(shards[1]) == 5 and sorted(shards[0] + shards[1]) == list(range(10))
