@@ -20,6 +20,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from vidclf import checkpoint, distributed
@@ -280,7 +281,7 @@ class _Trainer:
             for f in failures:
                 if f.path not in reported:
                     reported.add(f.path)
-                    console.print(f"[yellow]skipped[/] {f.reason}")
+                    console.print(f"[yellow]skipped[/] {escape(f.reason)}", highlight=False)
 
         best_path = run_dir / "best.pt" if (run_dir / "best.pt").exists() else None
         stale = 0
