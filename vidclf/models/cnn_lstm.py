@@ -1,0 +1,141 @@
+"""CNN+LSTM: a 2D CNN on every frame (time folded into the batch), then a recurrent layer over time.
+
+Each frame's feature map is pooled to a small grid, not to one vector: motion is a change of
+*where*, and global average pooling throws where away (a model that pools globally cannot tell
+left from right).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from vidclf.models import register
+
+RNNS = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}
+BACKBONES = ("small", "resnet18", "mobilenet_v3_small")
+
+
+@dataclass
+class CnnLstmConfig:
+    in_channels: int = field(default=3, metadata={"help": "input channels: 3 for rgb/diff, 6 for rgb+diff"})
+    backbone: str = field(default="small", metadata={"help": "small, resnet18 or mobilenet_v3_small"})
+    pretrained: str | None = field(default=None, metadata={"help": "'imagenet' or a state_dict file for the backbone"})
+    freeze_backbone: bool = field(default=False, metadata={"help": "keep the backbone's weights fixed"})
+    grid: int = field(default=4, metadata={"help": "per-frame features pooled to grid×grid cells (keeps position)"})
+    feature_size: int = field(default=256, metadata={"help": "per-frame vector fed to the recurrent layer"})
+    rnn: str = field(default="lstm", metadata={"help": "lstm, gru or rnn"})
+    hidden_size: int = field(default=128, metadata={"help": "recurrent hidden size"})
+    num_layers: int = field(default=1, metadata={"help": "stacked recurrent layers"})
+    bidirectional: bool = field(default=False, metadata={"help": "read the clip forwards and backwards"})
+    dropout: float = field(default=0.0, metadata={"help": "dropout between recurrent layers and before the head"})
+
+    def __post_init__(self) -> None:
+        if self.backbone not in BACKBONES:
+            raise ValueError(f"backbone should be one of {', '.join(BACKBONES)}, got {self.backbone!r}")
+        if self.rnn not in RNNS:
+            raise ValueError(f"rnn should be one of {', '.join(RNNS)}, got {self.rnn!r}")
+
+
+def _conv_bn(cin: int, cout: int, stride: int) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
+
+
+def small_cnn(in_channels: int) -> tuple[nn.Module, int]:
+    """Four 3×3 conv blocks, three of them stride 2: cheap enough for CPUs, 8× smaller maps."""
+    net = nn.Sequential(_conv_bn(in_channels, 32, 2), _conv_bn(32, 64, 2), _conv_bn(64, 64, 1), _conv_bn(64, 128, 2))
+    return net, 128
+
+
+def _pretrained_state(backbone: str, pretrained: str) -> dict:
+    """ImageNet weights through torchvision's weights API, or a local state_dict file."""
+    if pretrained != "imagenet":
+        try:
+            return torch.load(pretrained, map_location="cpu", weights_only=True)
+        except Exception as err:
+            raise ValueError(f"{pretrained}: could not load backbone weights ({err})") from None
+    from torchvision.models import get_model_weights
+
+    weights = get_model_weights(backbone).DEFAULT
+    try:
+        return weights.get_state_dict(progress=False)
+    except Exception as err:
+        raise ValueError(
+            f"could not fetch torchvision's ImageNet weights for {backbone} ({type(err).__name__}: {err}); "
+            f"without network access, download {weights.url} elsewhere and pass --pretrained FILE"
+        ) from None
+
+
+def torchvision_cnn(name: str, in_channels: int, pretrained: str | None) -> tuple[nn.Module, int]:
+    """A torchvision classifier without its pooling and head; the first conv adapted to `in_channels`."""
+    from torchvision import models
+
+    net = getattr(models, name)(weights=None)
+    if pretrained:
+        net.load_state_dict(_pretrained_state(name, pretrained))
+    if name == "resnet18":
+        first, body, width = net.conv1, nn.Sequential(*list(net.children())[:-2]), 512
+    else:
+        first, body, width = net.features[0][0], net.features, 576
+    if in_channels != 3:
+        conv = nn.Conv2d(in_channels, first.out_channels, first.kernel_size, first.stride, first.padding, bias=False)
+        with torch.no_grad():  # keep what pretrained RGB filters know: spread them over the new channels
+            conv.weight.copy_(first.weight.repeat(1, -(-in_channels // 3), 1, 1)[:, :in_channels] * 3 / in_channels)
+        if name == "resnet18":
+            body[0] = conv
+        else:
+            body[0][0] = conv
+    return body, width
+
+
+class CnnLstm(nn.Module):
+    def __init__(self, num_classes: int, config: CnnLstmConfig):
+        super().__init__()
+        self.config = c = config
+        if c.backbone == "small":
+            if c.pretrained:
+                raise ValueError("the small backbone has no pretrained weights; use resnet18 or mobilenet_v3_small")
+            self.backbone, width = small_cnn(c.in_channels)
+        else:
+            self.backbone, width = torchvision_cnn(c.backbone, c.in_channels, c.pretrained)
+        if c.freeze_backbone:
+            self.backbone.requires_grad_(False)
+        self.pool = nn.AdaptiveAvgPool2d(c.grid)
+        self.project = nn.Sequential(nn.Flatten(), nn.Linear(width * c.grid * c.grid, c.feature_size),
+                                     nn.ReLU(inplace=True))
+        self.rnn = RNNS[c.rnn](c.feature_size, c.hidden_size, num_layers=c.num_layers, batch_first=True,
+                               bidirectional=c.bidirectional, dropout=c.dropout if c.num_layers > 1 else 0.0)
+        self.dropout = nn.Dropout(c.dropout)
+        self.head = nn.Linear(c.hidden_size * (2 if c.bidirectional else 1), num_classes)
+
+    def frame_features(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, T, C, H, W) → (B, T, feature_size): every frame through the CNN in one batch."""
+        B, T, C, H, W = x.shape  # batch, time, channels, height, width
+        frames = x.reshape(B * T, C, H, W).contiguous(memory_format=torch.channels_last)
+        maps = self.backbone(frames)  # (B*T, width, h, w)
+        return self.project(self.pool(maps)).view(B, T, -1)  # (B*T, width·grid²) → (B, T, feature_size)
+
+    def forward_features(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """(B, T, C, H, W), lengths (B,) → (B, hidden): the state after each clip's own last frame."""
+        seq = self.frame_features(x)
+        if self.config.bidirectional:
+            packed = nn.utils.rnn.pack_padded_sequence(seq, lengths.cpu(), batch_first=True, enforce_sorted=False)
+            _, state = self.rnn(packed)
+            h = state[0] if isinstance(state, tuple) else state  # (layers·2, B, hidden)
+            return torch.cat([h[-2], h[-1]], dim=1)  # forward and backward directions of the last layer
+        out, _ = self.rnn(seq)  # (B, T, hidden); causal, so step L-1 never saw the padding after it
+        last = (lengths - 1).clamp(min=0).view(-1, 1, 1).expand(-1, 1, out.shape[2])
+        return out.gather(1, last).squeeze(1)
+
+    def forward_head(self, features: torch.Tensor) -> torch.Tensor:
+        return self.head(self.dropout(features))
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x, lengths))
+
+
+@register("cnn-lstm", CnnLstmConfig)
+def cnn_lstm(num_classes: int, config: CnnLstmConfig) -> CnnLstm:
+    return CnnLstm(num_classes, config)
