@@ -59,7 +59,7 @@ def emit(rows: Iterable[dict], fmt: str, *, columns: list[str] | None = None,
         names = columns or (list(rows[0]) if rows else [])
         table = Table(title=title)
         for name in names:
-            table.add_column(name)
+            table.add_column(name, overflow="fold")
         for row in rows:
             table.add_row(*(table_row(row) if table_row else [_cell(row.get(n)) for n in names]))
         stdout.print(table)

@@ -39,8 +39,9 @@ def _motion_clip(label: int, frames: int, size: int, rng: np.random.Generator) -
     stripe = 255 - colour
     speed = rng.uniform(1.0, 2.0) * size / 64  # pixels per frame
     spin = np.deg2rad(rng.uniform(8, 15))  # radians per frame
-    travel = speed * (frames - 1)
     margin = radius + 1
+    speed = min(speed, 0.9 * (size - 2 * margin) / max(frames - 1, 1))  # long clips move slower, staying in view
+    travel = speed * (frames - 1)
     cx, cy = rng.uniform(margin, size - margin, 2)
     dx, dy = {"left": (-1, 0), "right": (1, 0), "up": (0, -1), "down": (0, 1)}.get(name, (0, 0))
     # Start where the whole path stays inside the frame.

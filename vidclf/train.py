@@ -322,7 +322,7 @@ class _Trainer:
                         scaler.step(optimizer)
                         scaler.update()
                         n = len(labels)
-                        sums["loss"] += float(loss) * n
+                        sums["loss"] += float(loss.detach()) * n
                         sums["correct"] += float((logits.argmax(1) == labels).sum())
                         sums["count"] += n
                     step += 1
