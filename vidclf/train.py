@@ -139,7 +139,7 @@ class EpochLog:
 
     def add(self, row: dict) -> None:
         if not self.header_shown:
-            self.console.print("[bold]epoch  train loss  train acc  val loss  val acc        lr   time  clips/s  data wait")
+            self.console.print("[bold]epoch  train loss  train acc  val loss  val acc       lr    time  clips/s  wait")
             self.header_shown = True
 
         def num(v, fmt):
@@ -147,8 +147,8 @@ class EpochLog:
 
         self.console.print(
             f"{row['epoch']:>5}  {row['train_loss']:>10.4f}  {row['train_acc']:>9.3f}  "
-            f"{num(row['val_loss'], '>8.4f'):>8}  {num(row['val_acc'], '>7.3f'):>7}  {row['lr']:>8.2e}  "
-            f"{row['seconds']:>5.1f}s  {row['clips_per_s']:>7.1f}  {row['data_wait']:>8.0%}"
+            f"{num(row['val_loss'], '>8.4f'):>8}  {num(row['val_acc'], '>7.3f'):>7}  {row['lr']:>7.1e}  "
+            f"{row['seconds']:>5.1f}s  {row['clips_per_s']:>7.1f}  {row['data_wait']:>4.0%}"
         )
         if self.csv_path is not None:
             new = not self.csv_path.exists()
