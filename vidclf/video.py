@@ -2,32 +2,58 @@
 
 Decoding is sequential: `grab()` every frame (it has to be decoded anyway) and `retrieve()` — the
 colour conversion — only the sampled ones, resizing each at once; seeking only across long gaps.
+Frame i is the i-th frame the decoder returns; the container's frame count is only a hint.
 """
 
 from __future__ import annotations
 
+import ctypes
 import os
 import random
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, NamedTuple, Sequence
 
-# FFmpeg and OpenCV print warnings for damaged files straight to stderr; users get one clear line instead.
-os.environ.setdefault("OPENCV_LOG_LEVEL", "SILENT")
-os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
+import numpy as np
 
-import cv2  # noqa: E402
-import numpy as np  # noqa: E402
+from vidclf.errors import VidclfError
 
-from vidclf.errors import VidclfError  # noqa: E402
-
-cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
-# Seeking costs a keyframe interval of decoding; it pays only across gaps much longer than that.
+# A seek costs up to a keyframe interval of decoding (250 frames for x264's default; OpenCV also
+# lands 16 frames early and decodes forward), so it pays only across gaps much longer than that.
 SEEK_GAP = 300
+
+NO_FRAME = "no frame could be decoded (no frames, or damaged or truncated)"
+Size = int | tuple[int, int] | None  # int -> (size, size); tuple -> (height, width); None -> as decoded
+
+
+def silence_opencv() -> None:
+    """Keep OpenCV's and FFmpeg's own messages off the terminal: a damaged file becomes one `VideoError`.
+
+    FFmpeg reads OPENCV_FFMPEG_LOGLEVEL when OpenCV first opens a video, so the variables are set
+    before that; if a video was opened already, the level is also set in the loaded libavutil.
+    Values a user exported (to debug a file) are kept.
+    """
+    os.environ.setdefault("OPENCV_LOG_LEVEL", "SILENT")
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # AV_LOG_QUIET
+    import cv2
+
+    if os.environ["OPENCV_LOG_LEVEL"].upper() == "SILENT":
+        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
+    try:  # Linux: the libavutil that OpenCV loaded, found in this process's memory map
+        with open("/proc/self/maps") as maps:
+            libs = {line.split()[-1] for line in maps if "libavutil" in line}
+        for lib in libs:
+            ctypes.CDLL(lib).av_log_set_level(int(os.environ["OPENCV_FFMPEG_LOGLEVEL"]))
+    except (OSError, ValueError, AttributeError):
+        pass  # best effort: the environment variables alone cover a fresh process
+
+
+silence_opencv()
+import cv2  # noqa: E402  (after the log settings above)
 
 
 class VideoError(VidclfError):
-    """A video that cannot be read; the message names the file and the reason."""
+    """A video that cannot be read; the message names the file and the reason, on one line."""
 
     def __init__(self, path: str | Path, reason: str):
         super().__init__(f"{path}: {reason}")
@@ -37,11 +63,52 @@ class VideoError(VidclfError):
 @dataclass(frozen=True)
 class VideoInfo:
     path: str
-    frames: int
-    fps: float
-    width: int
+    frames: int  # the container's count unless counted (probe(exact=True)); decoding may find fewer
+    fps: float  # 0.0 when the container does not say
+    width: int  # of upright frames (rotation metadata applied)
     height: int
-    duration: float  # seconds
+    duration: float  # seconds: frames / fps, 0.0 without fps
+
+
+def _why_unopenable(path: Path) -> str:
+    """A best guess, from the file's first bytes, at why FFmpeg could not open it (error path only)."""
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as f:
+            head = f.read(4096)
+    except OSError as err:
+        return f"cannot be read ({err.strerror})"
+    if head[:4] == b"RIFF" and head[8:12] == b"WAVE" or head[:3] == b"ID3" or head[:4] == b"fLaC":
+        return "an audio file with no video stream"
+    if b"\0" not in head:
+        try:
+            (head[:-3] if len(head) == 4096 else head).decode("utf-8")  # a character may be cut at the end
+            return "a text file, not a video"
+        except UnicodeDecodeError:
+            pass
+    if head[:4] == b"RIFF" and head[8:12] == b"AVI " and int.from_bytes(head[4:8], "little") + 8 > size:
+        return "truncated AVI file"
+    if head[4:8] == b"ftyp":  # MP4/MOV: a chain of boxes; an unfinished file lacks its 'moov' index
+        with open(path, "rb") as f:
+            offset, kinds = 0, []
+            while offset + 8 <= size:
+                f.seek(offset)
+                box = f.read(16)
+                length = int.from_bytes(box[:4], "big")
+                kind = "".join(c if c.isalnum() else "?" for c in box[4:8].decode("latin-1"))
+                if length == 1 and len(box) == 16:
+                    length = int.from_bytes(box[8:16], "big")
+                length = length or size - offset  # 0: the box runs to the end of the file
+                if length < 8:
+                    return "damaged MP4/MOV file (a box of impossible size)"
+                if offset + length > size:
+                    return f"truncated MP4/MOV file (it ends inside its '{kind}' box)"
+                kinds.append(kind)
+                offset += length
+        if "moov" not in kinds:
+            return "truncated or unfinished MP4/MOV file (no 'moov' index)"
+        return "damaged MP4/MOV file, or one without a video track"
+    return "not a video OpenCV can read (unknown format, damaged or truncated, or no video stream)"
 
 
 def _open(path: str | Path, threads: int = 1) -> cv2.VideoCapture:
@@ -52,184 +119,276 @@ def _open(path: str | Path, threads: int = 1) -> cv2.VideoCapture:
         raise VideoError(path, "is a directory, not a video file")
     if p.stat().st_size == 0:
         raise VideoError(path, "empty file")
-    params = [cv2.CAP_PROP_N_THREADS, threads] if threads > 0 else []
-    cap = cv2.VideoCapture(str(p), cv2.CAP_FFMPEG, params)
+    if not os.access(p, os.R_OK):
+        raise VideoError(path, "permission denied")
+    params = [cv2.CAP_PROP_N_THREADS, threads] if threads > 0 else []  # 0: OpenCV's default threading
+    try:
+        cap = cv2.VideoCapture(str(p), cv2.CAP_FFMPEG, params)
+    except cv2.error as err:
+        raise VideoError(path, f"cannot be opened ({_last_line(err)})") from None
     if not cap.isOpened():
-        raise VideoError(path, "not a video OpenCV can open (unknown format, damaged, or no video stream)")
-    cap.set(cv2.CAP_PROP_ORIENTATION_AUTO, 1)  # rotation metadata: frames come out upright
+        raise VideoError(path, _why_unopenable(p))
+    if hasattr(cv2, "CAP_PROP_ORIENTATION_AUTO"):
+        cap.set(cv2.CAP_PROP_ORIENTATION_AUTO, 1)  # rotation metadata: frames come out upright
     return cap
 
 
-def _count_frames(cap: cv2.VideoCapture) -> int:
-    n = 0
-    while cap.grab():
-        n += 1
-    return n
+def _last_line(err: Exception) -> str:
+    lines = str(err).strip().splitlines()
+    return lines[-1].strip() if lines else type(err).__name__
 
 
 def probe(path: str | Path, *, exact: bool = False) -> VideoInfo:
-    """Size, frame rate and frame count; the count is decoded when the container lacks it or `exact`."""
+    """Size, frame rate and frame count; the count is decoded (slow) when missing or `exact`."""
     cap = _open(path)
     try:
         frames = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
         fps = float(cap.get(cv2.CAP_PROP_FPS) or 0.0)
         width, height = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
         if exact or frames <= 0:
-            frames = _count_frames(cap)
+            frames = 0
+            while cap.grab():
+                frames += 1
+    except cv2.error as err:
+        raise VideoError(path, f"decoding failed ({_last_line(err)})") from None
     finally:
         cap.release()
-    if frames <= 0 or width <= 0 or height <= 0:
-        raise VideoError(path, "no video frames")
+    if frames <= 0 or width <= 0 or height <= 0:  # no size: the decoder could not even parse a frame
+        raise VideoError(path, NO_FRAME)
     return VideoInfo(str(path), frames, fps, width, height, frames / fps if fps > 0 else 0.0)
 
 
 def uniform_indices(total: int, num: int) -> list[int]:
-    """`num` frames spread over the whole video (the centre of each of `num` equal segments)."""
+    """`num` frames spread over the whole video (the centre of each of `num` equal segments).
+
+    A video shorter than `num` gives all its frames; the caller pads.
+    """
+    if num < 1:
+        raise ValueError(f"num should be at least 1, got {num}")
     if total <= num:
-        return list(range(total))
-    return [int((i + 0.5) * total / num) for i in range(num)]
+        return list(range(max(total, 0)))
+    return [(2 * i + 1) * total // (2 * num) for i in range(num)]  # int((i + 0.5) * total / num), exactly
 
 
 def random_clip_indices(total: int, num: int, *, stride: int, rng: random.Random) -> list[int]:
-    """`num` frames `stride` apart from a random start; a shorter video gets a smaller stride, then all frames."""
+    """`num` frames `stride` apart from a random start (training augmentation in time).
+
+    A video too short for the stride gets the largest stride that fits, down to 1; one shorter than
+    `num` gives all its frames and the caller pads.
+    """
+    if num < 1 or stride < 1:
+        raise ValueError(f"num and stride should be at least 1, got num={num}, stride={stride}")
     if total <= num:
-        return list(range(total))
-    stride = max(1, min(stride, (total - 1) // (num - 1) if num > 1 else stride))
+        return list(range(max(total, 0)))
+    if num > 1:
+        stride = min(stride, (total - 1) // (num - 1))
     span = (num - 1) * stride + 1
     start = rng.randrange(total - span + 1)
     return list(range(start, start + span, stride))
 
 
-def _resize(frame: np.ndarray, size: int | tuple[int, int] | None) -> np.ndarray:
+def _to_rgb(frame: np.ndarray, size: Size) -> np.ndarray:
+    """Resize first (less to convert), then BGR or grey -> RGB."""
+    if size is not None:
+        h, w = (size, size) if isinstance(size, int) else size
+        if frame.shape[:2] != (h, w):
+            frame = cv2.resize(frame, (w, h), interpolation=cv2.INTER_LINEAR)  # 10x INTER_AREA's speed
     if frame.ndim == 2 or frame.shape[2] == 1:
-        frame = cv2.cvtColor(frame, cv2.COLOR_GRAY2RGB)
-    else:
-        frame = cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
-    if size is None:
-        return frame
-    h, w = (size, size) if isinstance(size, int) else size
-    if frame.shape[:2] == (h, w):
-        return frame
-    return cv2.resize(frame, (w, h), interpolation=cv2.INTER_LINEAR)
+        return cv2.cvtColor(frame, cv2.COLOR_GRAY2RGB)
+    return cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
 
 
-def read_frames(path: str | Path, indices: Sequence[int], *, size: int | tuple[int, int] | None = None,
-                threads: int = 1) -> np.ndarray:
-    """uint8 (T, H, W, 3) RGB frames at `indices` (any order, repeats allowed), frame-exact.
+def _check_size(size: Size) -> None:
+    sides = (size,) if isinstance(size, int) else size or ()
+    if size is not None and (len(sides) not in (1, 2) or any(int(s) < 1 for s in sides)):
+        raise ValueError(f"size should be a positive int or (height, width), got {size!r}")
 
-    Frame i is the i-th decoded frame. Indices past the real end (the container's count is only a
-    hint) are dropped, so the result can be shorter than asked; no frame at all is a `VideoError`.
-    `threads=1` suits DataLoader workers; 0 lets OpenCV thread the decoder for one large video.
+
+class _Reader:
+    """One pass through a video in frame order: grab() up to each wanted frame, seek across long gaps.
+
+    A seek is trusted only if OpenCV reports landing on the frame asked for; otherwise the file is
+    reopened and read sequentially from the start, without seeking again. OpenCV numbers frames
+    after a seek from timestamps, which matches the decode order for constant-frame-rate files.
     """
+
+    def __init__(self, path: str | Path, threads: int):
+        self.path, self.threads = path, threads
+        self.seek_gap: float = SEEK_GAP  # read at call time, so tests can lower it
+        self.cap = _open(path, threads)
+        self.pos = 0  # the frame the next grab() decodes
+        self.ended = False  # True once grab() failed: `pos` is then the real number of frames
+
+    def read(self, index: int) -> np.ndarray | None:
+        """Frame `index` (>= pos) as decoded (BGR), or None if the video ends before it."""
+        if self.ended:
+            return None
+        if index - self.pos > self.seek_gap:
+            self._seek(index)
+        while self.pos <= index:
+            if not self.cap.grab():
+                self.ended = True
+                return None
+            self.pos += 1
+        ok, frame = self.cap.retrieve()
+        return frame if ok and frame is not None else None
+
+    def _seek(self, index: int) -> None:
+        if self.cap.set(cv2.CAP_PROP_POS_FRAMES, index) and int(self.cap.get(cv2.CAP_PROP_POS_FRAMES)) == index:
+            self.pos = index
+            return
+        self.cap.release()  # where the decoder is now is unknown: start again, sequentially
+        self.cap = _open(self.path, self.threads)
+        self.pos, self.seek_gap = 0, float("inf")
+
+    def close(self) -> None:
+        self.cap.release()
+
+
+def _read(path: str | Path, indices: Sequence[int], size: Size, threads: int) -> tuple[dict[int, np.ndarray], int | None]:
+    """The frames at `indices` that exist, by index, and the real frame count if decoding ended early."""
     wanted = sorted(set(int(i) for i in indices))
     if not wanted:
         raise ValueError("read_frames needs at least one index")
     if wanted[0] < 0:
-        raise ValueError(f"frame indices must be >= 0, got {wanted[0]}")
-    cap = _open(path, threads)
+        raise ValueError(f"frame indices should be >= 0, got {wanted[0]}")
+    _check_size(size)
+    reader = _Reader(path, threads)
     got: dict[int, np.ndarray] = {}
     try:
-        pos = 0  # index of the next frame grab() decodes
         for index in wanted:
-            if index - pos > SEEK_GAP and cap.set(cv2.CAP_PROP_POS_FRAMES, index):
-                landed = int(cap.get(cv2.CAP_PROP_POS_FRAMES))
-                if landed == index:
-                    pos = index
-                else:  # an inexact seek: start again from the top rather than risk the wrong frame
-                    cap.release()
-                    cap = _open(path, threads)
-                    pos = 0
-            while pos <= index and cap.grab():
-                pos += 1
-            if pos <= index:
-                break  # the video ended early
-            ok, frame = cap.retrieve()
-            if not ok or frame is None:
+            frame = reader.read(index)
+            if frame is None:
                 break
-            got[index] = _resize(frame, size)
+            got[index] = _to_rgb(frame, size)
     except cv2.error as err:
-        raise VideoError(path, f"decoding failed ({str(err).strip().splitlines()[-1]})") from None
+        raise VideoError(path, f"decoding failed ({_last_line(err)})") from None
     finally:
-        cap.release()
+        reader.close()
+    return got, reader.pos if reader.ended else None
+
+
+def _no_frame(path: str | Path, real_total: int | None) -> VideoError:
+    if real_total:
+        return VideoError(path, f"none of the frames asked for exist (decoding found {real_total})")
+    return VideoError(path, NO_FRAME)
+
+
+def read_frames(path: str | Path, indices: Sequence[int], *, size: Size = None, threads: int = 1) -> np.ndarray:
+    """uint8 (T, H, W, 3) RGB frames at `indices` (any order, repeats allowed), frame-exact.
+
+    Indices past the real end (the container's count is only a hint) are dropped, so the result can
+    be shorter than asked; no frame at all is a `VideoError`. `size`: int -> (size, size), tuple ->
+    (height, width), resized with INTER_LINEAR. `threads=1` suits DataLoader workers; 0 lets OpenCV
+    thread the decoder for one large video.
+    """
+    got, real_total = _read(path, indices, size, threads)
     if not got:
-        raise VideoError(path, "no frame could be decoded (damaged or truncated file?)")
-    order = [i for i in indices if i in got]
-    return np.stack([got[i] for i in order])
+        raise _no_frame(path, real_total)
+    return np.stack([got[int(i)] for i in indices if int(i) in got])
 
 
-def load_clip(path: str | Path, *, num_frames: int, size: int | tuple[int, int] | None,
-              sampling: str = "uniform", stride: int = 1, rng: random.Random | None = None,
-              threads: int = 1) -> tuple[np.ndarray, int]:
-    """Probe, sample and decode one clip: (frames (num_frames, H, W, 3), true length).
+def load_clip(path: str | Path, *, num_frames: int, size: Size, sampling: str = "uniform", stride: int = 1,
+              rng: random.Random | None = None, threads: int = 1) -> tuple[np.ndarray, int]:
+    """Probe, sample and decode one clip: (frames uint8 (num_frames, H, W, 3) RGB, true length).
 
     A short video is padded by repeating its last frame; the length says how many frames are real.
+    If the file holds fewer frames than its container says, the clip is sampled again from the
+    frames that exist (one more decode, only for such files) rather than padded from a few.
     """
-    total = probe(path).frames
-    if sampling == "uniform":
-        indices = uniform_indices(total, num_frames)
-    elif sampling == "random":
-        indices = random_clip_indices(total, num_frames, stride=stride, rng=rng or random.Random())
-    else:
+    if sampling not in ("uniform", "random"):
         raise ValueError(f"sampling should be 'uniform' or 'random', got {sampling!r}")
-    frames = read_frames(path, indices, size=size, threads=threads)
+    rng = rng or random.Random()
+
+    def sample(total: int) -> list[int]:
+        if sampling == "uniform":
+            return uniform_indices(total, num_frames)
+        return random_clip_indices(total, num_frames, stride=stride, rng=rng)
+
+    indices = sample(probe(path).frames)
+    got, real_total = _read(path, indices, size, threads)
+    if real_total and len(got) < min(num_frames, real_total):
+        indices = sample(real_total)
+        got, _ = _read(path, indices, size, threads)
+    if not got:
+        raise _no_frame(path, None)
+    frames = [got[i] for i in indices if i in got]
     length = len(frames)
-    if length < num_frames:
-        frames = np.concatenate([frames, np.repeat(frames[-1:], num_frames - length, axis=0)])
-    return frames, length
+    frames += [frames[-1]] * (num_frames - length)
+    return np.stack(frames), length
 
 
 class Window(NamedTuple):
     start: int  # first frame of the window
     end: int  # one past its last frame
-    frames: np.ndarray  # uint8 (num_frames, H, W, 3), padded by repeating the last frame
+    frames: np.ndarray  # uint8 (num_frames, H, W, 3) RGB, padded by repeating the last frame
     length: int  # real frames in `frames`
 
 
 def window_bounds(total: int, *, window: int, stride: int) -> list[tuple[int, int]]:
-    """Windows of `window` frames every `stride` frames; one more ends at the last frame if a tail is left."""
+    """[start, end) of windows of `window` frames every `stride` frames.
+
+    If the strides leave a tail, one more full-length window ends at the last frame, so every window
+    spans the same time (as in training) and the end of the video is covered. A video shorter than
+    one window is one window over all of it.
+    """
+    if window < 1 or stride < 1:
+        raise ValueError(f"window and stride should be at least 1, got window={window}, stride={stride}")
     if total <= window:
-        return [(0, total)]
+        return [(0, max(total, 0))]
     bounds = [(s, s + window) for s in range(0, total - window + 1, stride)]
     if bounds[-1][1] < total:
         bounds.append((total - window, total))
     return bounds
 
 
-def iter_windows(path: str | Path, *, window: int, stride: int, num_frames: int,
-                 size: int | tuple[int, int] | None, threads: int = 0) -> Iterator[Window]:
-    """Sliding windows of a long video, read once, in order; only open windows' frames are held."""
+def iter_windows(path: str | Path, *, window: int, stride: int, num_frames: int, size: Size,
+                 threads: int = 0) -> Iterator[Window]:
+    """Sliding windows over a long video, each `num_frames` sampled uniformly inside it.
+
+    The video is read once, in order; only frames some window samples are converted, and only those
+    of windows still open are held, so memory is bounded by a window's frames, not the video's.
+    Each window is yielded as soon as its last sampled frame is read. If decoding ends before the
+    container's count, the remaining windows are cut at the real end (those left empty are dropped).
+    """
+    _check_size(size)
     total = probe(path).frames
     bounds = window_bounds(total, window=window, stride=stride)
     plans = [[s + i for i in uniform_indices(e - s, num_frames)] for s, e in bounds]
     needed = sorted({i for plan in plans for i in plan})
-    cap = _open(path, threads)
-    held: dict[int, np.ndarray] = {}
-    next_window = yielded = 0
-    pos = 0
+    reader = _Reader(path, threads)
+    held: dict[int, np.ndarray] = {}  # resized RGB frames of windows not yet yielded
+    done = yielded = 0  # windows finished; windows yielded
     try:
-        for index in needed + [None]:
-            if index is not None:
-                while pos <= index and cap.grab():
-                    pos += 1
-                if pos > index:
-                    ok, frame = cap.retrieve()
-                    if ok and frame is not None:
-                        held[index] = _resize(frame, size)
-                else:
-                    index = None  # the video ended early: flush what remains
-            while next_window < len(plans) and (index is None or plans[next_window][-1] <= index):
-                frames = [held[i] for i in plans[next_window] if i in held]
-                if frames:
-                    length = len(frames)
-                    frames += [frames[-1]] * (num_frames - length)
-                    yield Window(*bounds[next_window], np.stack(frames), length)
-                    yielded += 1
-                next_window += 1
-                keep_from = plans[next_window][0] if next_window < len(plans) else None
-                held = {i: f for i, f in held.items() if keep_from is not None and i >= keep_from}
-            if index is None:
+        for index in needed:
+            frame = reader.read(index)
+            if frame is None:
                 break
+            held[index] = _to_rgb(frame, size)
+            while done < len(plans) and plans[done][-1] <= index:
+                yield _window(bounds[done], plans[done], held, num_frames, reader)
+                done += 1
+                yielded += 1
+                first_open = plans[done][0] if done < len(plans) else index + 1
+                held = {i: f for i, f in held.items() if i >= first_open}
+        for bound, plan in zip(bounds[done:], plans[done:]):  # decoding ended early
+            if any(i in held for i in plan):
+                yield _window(bound, plan, held, num_frames, reader)
+                yielded += 1
+    except cv2.error as err:
+        raise VideoError(path, f"decoding failed ({_last_line(err)})") from None
     finally:
-        cap.release()
+        reader.close()
     if not yielded:
-        raise VideoError(path, "no frame could be decoded (damaged or truncated file?)")
+        raise VideoError(path, NO_FRAME)
+
+
+def _window(bound: tuple[int, int], plan: list[int], held: dict[int, np.ndarray], num_frames: int,
+            reader: _Reader) -> Window:
+    frames = [held[i] for i in plan if i in held]
+    length = len(frames)
+    frames += [frames[-1]] * (num_frames - length)
+    start, end = bound
+    if reader.ended:
+        end = min(end, reader.pos)
+    return Window(start, end, np.stack(frames), length)
