@@ -26,6 +26,8 @@ class CnnLstmConfig:
     freeze_backbone: bool = field(default=False, metadata={"help": "keep the backbone's weights fixed"})
     grid: int = field(default=4, metadata={"help": "per-frame features pooled to grid×grid cells (keeps position)"})
     feature_size: int = field(default=256, metadata={"help": "per-frame vector fed to the recurrent layer"})
+    motion_features: bool = field(default=True, metadata={
+        "help": "also feed the recurrent layer each frame's feature change from the previous frame"})
     rnn: str = field(default="lstm", metadata={"help": "lstm, gru or rnn"})
     hidden_size: int = field(default=128, metadata={"help": "recurrent hidden size"})
     num_layers: int = field(default=1, metadata={"help": "stacked recurrent layers"})
@@ -105,7 +107,7 @@ class CnnLstm(nn.Module):
         self.pool = nn.AdaptiveAvgPool2d(c.grid)
         self.project = nn.Sequential(nn.Flatten(), nn.Linear(width * c.grid * c.grid, c.feature_size),
                                      nn.ReLU(inplace=True))
-        self.rnn = RNNS[c.rnn](c.feature_size, c.hidden_size, num_layers=c.num_layers, batch_first=True,
+        self.rnn = RNNS[c.rnn](c.feature_size * (2 if c.motion_features else 1), c.hidden_size, num_layers=c.num_layers, batch_first=True,
                                bidirectional=c.bidirectional, dropout=c.dropout if c.num_layers > 1 else 0.0)
         self.dropout = nn.Dropout(c.dropout)
         self.head = nn.Linear(c.hidden_size * (2 if c.bidirectional else 1), num_classes)
@@ -119,7 +121,12 @@ class CnnLstm(nn.Module):
 
     def forward_features(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """(B, T, C, H, W), lengths (B,) → (B, hidden): the state after each clip's own last frame."""
-        seq = self.frame_features(x)
+        seq = self.frame_features(x)  # (B, T, feature_size)
+        if self.config.motion_features:
+            # [p_t, p_t - p_{t-1}] (zero change at t = 0): direction becomes linear in the input, so the
+            # recurrent layer only has to accumulate it; learns several times faster than p_t alone.
+            change = torch.cat([torch.zeros_like(seq[:, :1]), seq[:, 1:] - seq[:, :-1]], dim=1)
+            seq = torch.cat([seq, change], dim=2)  # (B, T, 2·feature_size)
         if self.config.bidirectional:
             packed = nn.utils.rnn.pack_padded_sequence(seq, lengths.cpu(), batch_first=True, enforce_sorted=False)
             _, state = self.rnn(packed)
