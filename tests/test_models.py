@@ -62,7 +62,8 @@ def test_registry_errors_name_the_choices():
     with pytest.raises(ValueError, match="backbone should be one of"):
         build_model("cnn-lstm", 3, backbone="vgg")
     assert build_model("convgru", 3, dropout=None).config.dropout == 0.0  # None keeps the default
-    assert ("hidden_size", "int", 128) == model_options("cnn-lstm")[7][:3]
+    options = {name: (kind, default) for name, kind, default, _ in model_options("cnn-lstm")}
+    assert options["hidden_size"] == ("int", 128) and options["rnn"] == ("str", "lstm")
 
 
 # Plain, step-by-step implementations of the equations, with separate W and U convolutions
