@@ -217,3 +217,13 @@ def test_sigint_saves_last_and_resume_continues(synth_data, tmp_path):
     assert result.exit_code == 0, result.output
     rows = list(csv.DictReader((last.parent / "metrics.csv").open()))
     assert [r["epoch"] for r in rows][-2:] == [str(target - 1), str(target)]
+
+
+def test_predict_into_head_exits_quietly(trained, synth_data):
+    """`vidclf predict - | head -1`: the closed pipe is not an error and prints nothing."""
+    paths = "\n".join(map(str, sorted(synth_data.rglob("*.mp4")))) + "\n"
+    done = subprocess.run(
+        f"{sys.executable} -m vidclf predict - --model '{trained}' --workers 0 | head -1",
+        shell=True, input=paths, capture_output=True, text=True, executable="/bin/bash")
+    assert json.loads(done.stdout)["error"] is None
+    assert done.stderr == ""

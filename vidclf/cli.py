@@ -6,6 +6,7 @@ Heavy modules (torch, cv2) are imported inside the commands, so `vidclf --help` 
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
 import traceback
 from enum import Enum
@@ -89,6 +90,11 @@ def _errors(verbose: bool) -> Iterator[None]:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         raise typer.Exit(130)
+    except BrokenPipeError:
+        # The reader of stdout (`| head`, say) has what it wanted: not an error. Point stdout at
+        # /dev/null so that Python's final flush does not complain either.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        raise typer.Exit(0)
     except Exception as err:
         if verbose:
             traceback.print_exc()
