@@ -12,6 +12,7 @@ from vidclf.models.conv_recurrent import ConvGRUCell, ConvLSTMCell, ConvRNNCell,
 VARIANTS = [(name, {}) for name in MODELS] + [
     ("cnn-lstm", {"rnn": "gru", "num_layers": 2, "dropout": 0.1}),
     ("cnn-lstm", {"rnn": "rnn", "bidirectional": True}),
+    ("cnn-lstm", {"bidirectional": True, "num_layers": 2, "motion_features": False}),
     ("convgru", {"hidden_channels": (8, 12, 16), "kernel_sizes": (3, 5, 1)}),
 ]
 
@@ -151,6 +152,21 @@ def test_torchvision_backbones_and_local_pretrained_weights(backbone, tmp_path):
     assert torch.equal(first_conv.weight, ref_conv.weight)
     assert not any(p.requires_grad for p in model.backbone.parameters())
     assert model(torch.randn(1, 2, 3, 64, 64), torch.tensor([2])).shape == (1, 3)
+    model.train()  # a frozen backbone keeps its BatchNorm statistics too
+    assert not model.backbone.training and model.rnn.training
+
+
+def test_pretrained_errors_are_clear(tmp_path):
+    with pytest.raises(ValueError, match="small backbone has no pretrained weights"):
+        build_model("cnn-lstm", 3, pretrained="imagenet")
+    with pytest.raises(ValueError, match="could not load backbone weights"):
+        build_model("cnn-lstm", 3, backbone="resnet18", pretrained=str(tmp_path / "missing.pt"))
+    other = tmp_path / "mobilenet.pt"
+    from torchvision import models
+
+    torch.save(models.mobilenet_v3_small(weights=None).state_dict(), other)
+    with pytest.raises(ValueError, match="not a torchvision resnet18 state_dict"):
+        build_model("cnn-lstm", 3, backbone="resnet18", pretrained=str(other))
 
 
 def test_imagenet_weights_without_network_fail_clearly(monkeypatch):

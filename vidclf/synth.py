@@ -36,15 +36,15 @@ def task_classes(task: str) -> tuple[str, ...]:
     return TASKS[task]
 
 
-def _texture(rng: np.random.Generator, size: int, colour: np.ndarray, *, cells: int) -> np.ndarray:
+def _texture(rng: np.random.Generator, size: int, colour: np.ndarray, *, cells: int, low: float = 0.35) -> np.ndarray:
     """A smooth random texture of one hue that tiles seamlessly (the scenes wrap around the edges)."""
     import cv2
 
-    coarse = rng.uniform(0.35, 1.0, size=(cells, cells)).astype(np.float32)
+    coarse = rng.uniform(low, 1.0, size=(cells, cells)).astype(np.float32)
     # Upsample a 3x3 tiling and keep the middle tile: periodic with period `size`, no seams.
     smooth = cv2.resize(np.tile(coarse, (3, 3)), (3 * size, 3 * size), interpolation=cv2.INTER_CUBIC)
     smooth = smooth[size : 2 * size, size : 2 * size, None]  # (H, W, 1)
-    grain = rng.uniform(-0.08, 0.08, size=(size, size, 1)).astype(np.float32)
+    grain = rng.uniform(-0.05, 0.05, size=(size, size, 1)).astype(np.float32)
     return np.clip((smooth + grain) * colour[None, None, :], 0, 255)  # (H, W, 3) float32
 
 
@@ -52,8 +52,11 @@ def _random_colour(rng: np.random.Generator) -> np.ndarray:
     return rng.uniform(40, 255, size=3).astype(np.float32)
 
 
-def _sprite(rng: np.random.Generator, size: int) -> tuple[np.ndarray, np.ndarray]:
-    """A textured, asymmetric shape centred in a size x size layer: (colour (H,W,3), alpha (H,W))."""
+def _sprite(rng: np.random.Generator, size: int, background: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A textured, asymmetric shape centred in a size x size layer: (colour (H,W,3), alpha (H,W)).
+
+    Its brightness is far from the background's, so that it stands out whatever the colours.
+    """
     import cv2
 
     extent = rng.uniform(0.28, 0.42) * size  # the shape's longest side, in pixels
@@ -72,8 +75,11 @@ def _sprite(rng: np.random.Generator, size: int) -> tuple[np.ndarray, np.ndarray
                         [c + w / 2, c + h / 2 - t], [c + w / 2, c + h / 2], [c - w / 2, c + h / 2]])
     cv2.fillPoly(mask, [np.round(pts * 16).astype(np.int32)], 255, lineType=cv2.LINE_AA, shift=4)
     # Stripes across the shape in two contrasting colours, so that its own motion is visible.
-    colour = _random_colour(rng)
-    other = np.where(colour > 128, colour * 0.3, 255 - (255 - colour) * 0.3)  # same hue, far in brightness
+    if background.mean() > 128:  # a dark shape on a light background, or a light one on a dark one
+        colour = rng.uniform(0, 80, size=3).astype(np.float32)
+    else:
+        colour = rng.uniform(175, 255, size=3).astype(np.float32)
+    other = colour * 0.75 + 0.25 * (255 - colour)  # faint stripes of the same hue: rotation stays visible
     period = rng.uniform(0.12, 0.25) * size
     phase = rng.uniform(0, 2 * math.pi)
     theta = rng.uniform(0, math.pi)
@@ -94,8 +100,11 @@ def _warp(layer: np.ndarray, angle_deg: float, dx: float, dy: float, size: int) 
 
 
 def _render_motion(name: str, frames: int, size: int, rng: np.random.Generator) -> np.ndarray:
-    background = _texture(rng, size, _random_colour(rng), cells=int(rng.integers(3, 7)))
-    image, alpha = _sprite(rng, size)
+    # A dark, gently textured background and a bright shape: learnable in a few hundred steps
+    # (bright-on-bright or busy backgrounds took many times longer to learn from scratch).
+    background = _texture(rng, size, rng.uniform(10, 100, size=3).astype(np.float32), cells=int(rng.integers(3, 7)),
+                          low=0.6)
+    image, alpha = _sprite(rng, size, background)
     layer = np.concatenate([image, alpha[..., None]], axis=2)  # (H, W, 4): colour and alpha
     x0, y0 = rng.uniform(0, size, size=2)  # start offset of the shape's centre (wraps around)
     angle0 = rng.uniform(0, 360)

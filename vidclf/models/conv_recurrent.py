@@ -79,6 +79,8 @@ class ConvLSTMCell(nn.Module):
         self.hidden = hidden
         self.input_conv = _same_conv(in_channels, 4 * hidden, kernel, bias=True)  # Wi | Wf | Wo | Wg
         self.hidden_conv = _same_conv(hidden, 4 * hidden, kernel, bias=False)  # Ui | Uf | Uo | Ug
+        with torch.no_grad():  # forget-gate bias 1: remember by default (Jozefowicz et al. 2015); learns faster
+            self.input_conv.bias[hidden : 2 * hidden].fill_(1.0)
 
     def initial_state(self, gx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         B, _, H, W = gx.shape
