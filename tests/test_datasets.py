@@ -137,3 +137,23 @@ def test_epoch_sampler_is_seeded_resumable_and_shards_ranks():
         r.set_epoch(2)
     shards = [[i for i, _ in r] for r in ranks]
     assert len(shards[0]) == len(shards[1]) == 5 and sorted(shards[0] + shards[1]) == list(range(10))
+
+
+def test_loader_workers_start_after_opencv_ran_in_this_process(synth_data):
+    """A forked worker must not hang when the parent already used OpenCV's thread pool."""
+    import subprocess
+    import sys
+
+    clip = next(Path(synth_data).rglob("*.mp4"))
+    script = f"""
+import cv2, numpy as np, torch
+from vidclf.datasets import ClipDataset, Sample, collate, worker_init
+from vidclf.preprocess import Preprocess
+cv2.warpAffine(np.zeros((512, 512, 3), np.uint8), np.eye(2, 3), (512, 512))  # starts OpenCV's thread pool
+loader = torch.utils.data.DataLoader(ClipDataset([Sample({str(clip)!r}, 0)], Preprocess(num_frames=4, size=16)),
+                                     num_workers=1, collate_fn=collate, worker_init_fn=worker_init)
+print(next(iter(loader)).clips.shape)
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "torch.Size([1, 4, 3, 16, 16])" in done.stdout

@@ -13,36 +13,34 @@ import torch
 import torch.nn.functional as F
 
 from vidclf.models import build_model
-from vidclf.synth import CLASSES, render_clip
+from vidclf.preprocess import Preprocess, in_channels, to_model_input
+from vidclf.synth import render_clip, task_classes
 
 FRAMES, SIZE, BATCH = 12, 32, 16
-K = len(CLASSES)
+DEFAULT_INPUT = Preprocess().input
 pytestmark = pytest.mark.slow
 
 
-def _clips(rng: np.random.Generator, n: int) -> tuple[torch.Tensor, torch.Tensor]:
-    labels = rng.integers(0, K, n)
-    x = np.stack([render_clip(int(y), frames=FRAMES, size=SIZE, rng=rng) for y in labels])  # (n, T, H, W, 3)
-    x = torch.from_numpy(x).permute(0, 1, 4, 2, 3).float()  # (n, T, 3, H, W)
-    return (x / 255 - 0.5) / 0.25, torch.from_numpy(labels)
+def _clips(rng: np.random.Generator, n: int, *, task: str, input_mode: str, frames: int = FRAMES):
+    """n fresh clips, preprocessed as vidclf does: (float (n, frames, C, H, W), labels (n,))."""
+    labels = rng.integers(0, len(task_classes(task)), n)
+    x = np.stack([render_clip(int(y), task=task, frames=FRAMES, size=SIZE, rng=rng) for y in labels])  # (n, T, H, W, 3)
+    x = torch.from_numpy(x[:, :frames]).permute(0, 1, 4, 2, 3)  # uint8 (n, frames, 3, H, W)
+    pre = Preprocess(num_frames=frames, size=SIZE, input=input_mode)
+    return to_model_input(x, torch.full((n,), frames), pre), torch.from_numpy(labels)
 
 
-@pytest.fixture(scope="module")
-def val() -> tuple[torch.Tensor, torch.Tensor]:
-    return _clips(np.random.default_rng(12345), 120)
-
-
-def _train(arch: str, val, *, max_steps: int, target: float, frames: int = FRAMES, **options) -> float:
+def _train(arch: str, *, task: str = "motion", input_mode: str = "rgb", max_steps: int, target: float,
+           frames: int = FRAMES, **options) -> float:
     """Train until validation accuracy reaches `target` (checked every 25 steps) or `max_steps`."""
     torch.manual_seed(0)
     rng = np.random.default_rng(0)
-    model = build_model(arch, K, **options)
+    model = build_model(arch, len(task_classes(task)), in_channels=in_channels(input_mode), **options)
     opt = torch.optim.AdamW(model.parameters(), lr=2e-3)
-    xv, yv = val[0][:, :frames], val[1]
+    xv, yv = _clips(np.random.default_rng(12345), 120, task=task, input_mode=input_mode, frames=frames)
     acc = 0.0
     for step in range(1, max_steps + 1):
-        x, y = _clips(rng, BATCH)
-        x = x[:, :frames]
+        x, y = _clips(rng, BATCH, task=task, input_mode=input_mode, frames=frames)
         model.train()
         loss = F.cross_entropy(model(x, torch.full((BATCH,), frames)), y)
         opt.zero_grad()
@@ -54,14 +52,20 @@ def _train(arch: str, val, *, max_steps: int, target: float, frames: int = FRAME
                 acc = (model(xv, torch.full((len(yv),), frames)).argmax(1) == yv).float().mean().item()
             if acc >= target:
                 break
-    print(f"{arch} frames={frames}: {acc:.1%} validation accuracy after {step} steps")
+    print(f"{arch} {task} {input_mode} frames={frames}: {acc:.1%} validation accuracy after {step} steps")
     return acc
 
 
 @pytest.mark.parametrize("arch,max_steps", [("cnn-lstm", 450), ("convgru", 250), ("convlstm", 350)])
-def test_learns_motion(arch, max_steps, val):
-    assert _train(arch, val, max_steps=max_steps, target=0.9) >= 0.9
+def test_learns_motion(arch, max_steps):
+    assert _train(arch, max_steps=max_steps, target=0.9) >= 0.9
 
 
-def test_single_frame_control_stays_near_chance(val):
-    assert _train("cnn-lstm", val, max_steps=150, target=2.0, frames=1) <= 0.4  # chance is 1/6
+def test_single_frame_control_stays_near_chance():
+    assert _train("cnn-lstm", max_steps=150, target=2.0, frames=1) <= 0.4  # chance is 1/6
+
+
+def test_default_input_learns_speed_that_one_frame_cannot():
+    assert _train("cnn-lstm", task="speed", input_mode=DEFAULT_INPUT, max_steps=300, target=0.9) >= 0.9
+    one_frame = _train("cnn-lstm", task="speed", input_mode=DEFAULT_INPUT, max_steps=150, target=2.0, frames=1)
+    assert one_frame <= 0.65  # chance is 1/2

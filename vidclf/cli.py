@@ -307,11 +307,11 @@ def evaluate(
         from rich.table import Table
 
         from vidclf import checkpoint
-        from vidclf.datasets import ClipDataset, Sample, collate, scan
+        from vidclf.datasets import ClipDataset, Sample, collate, scan, worker_init
         from vidclf.device import autocast_dtype, resolve_device
         from vidclf.evaluate import evaluate as run_evaluation, save_confusion_plot
         from vidclf.output import stderr, stdout
-        from vidclf.train import _worker_init, default_workers
+        from vidclf.train import default_workers
 
         dev = resolve_device(device)
         path = model or checkpoint.newest_best("models")
@@ -334,7 +334,7 @@ def evaluate(
         loader = torch.utils.data.DataLoader(
             ClipDataset(samples, clf.preprocess), batch_size=batch_size, num_workers=n_workers,
             collate_fn=functools.partial(collate, pad_to=clf.preprocess.num_frames),
-            worker_init_fn=_worker_init if n_workers else None,
+            worker_init_fn=worker_init if n_workers else None,
         )
         with _progress(quiet) as progress:
             task = progress.add_task(f"evaluating {split}", total=len(samples))

@@ -245,6 +245,20 @@ class ClipDataset(torch.utils.data.Dataset):
         return clip, len(clip), label, index
 
 
+def worker_init(_: int) -> None:
+    """One OpenCV thread per DataLoader worker: the workers are the parallelism.
+
+    Only when this process has not loaded OpenCV before the fork: cv2.setNumThreads in a forked
+    child of a process whose OpenCV thread pool already ran waits forever for the parent's threads.
+    """
+    import sys
+
+    if "cv2" not in sys.modules:
+        import cv2
+
+        cv2.setNumThreads(1)
+
+
 def collate(items: list, *, pad_to: int | None = None) -> Batch:
     """Pad clips with zeros to the longest (or `pad_to`, for fixed shapes) and keep the true lengths."""
     failures = [it for it in items if isinstance(it, Failure)]

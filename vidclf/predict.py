@@ -9,7 +9,7 @@ from typing import Iterable, Iterator
 import torch
 
 from vidclf.checkpoint import Classifier
-from vidclf.datasets import ClipDataset, Sample, collate, find_videos
+from vidclf.datasets import ClipDataset, Sample, collate, find_videos, worker_init
 from vidclf.device import autocast
 from vidclf.evaluate import iter_logits
 from vidclf.preprocess import to_model_input
@@ -50,13 +50,11 @@ def _record(path: str, probs: torch.Tensor | None, classes: list[str], k: int, e
 def predict_files(paths: list[str], clf: Classifier, *, device: torch.device, dtype: torch.dtype | None = None,
                   batch_size: int = 16, workers: int = 0, top_k: int = 5) -> Iterator[dict]:
     """Decode in `workers` processes, classify in batches, yield records in the order of `paths`."""
-    from vidclf.train import _worker_init
-
     dataset = ClipDataset([Sample(p, 0) for p in paths], clf.preprocess)
     loader = torch.utils.data.DataLoader(
         dataset, batch_size=batch_size, num_workers=workers,
         collate_fn=functools.partial(collate, pad_to=clf.preprocess.num_frames),
-        pin_memory=device.type == "cuda", worker_init_fn=_worker_init if workers > 0 else None,
+        pin_memory=device.type == "cuda", worker_init_fn=worker_init if workers > 0 else None,
         prefetch_factor=4 if workers > 0 else None,
     )
     for batch, logits in iter_logits(clf.model, loader, clf.preprocess, device, dtype):

@@ -24,7 +24,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from vidclf import checkpoint, distributed
-from vidclf.datasets import ClipCache, ClipDataset, EpochSampler, collate, default_cache_dir, scan
+from vidclf.datasets import ClipCache, ClipDataset, EpochSampler, collate, default_cache_dir, scan, worker_init
 from vidclf.errors import CheckpointError
 from vidclf.device import autocast, autocast_dtype, resolve_device
 from vidclf.evaluate import iter_logits
@@ -90,12 +90,6 @@ def default_workers() -> int:
     return max(0, min(cores, 16))
 
 
-def _worker_init(_: int) -> None:
-    import cv2
-
-    cv2.setNumThreads(1)  # one decoder thread per worker: the workers are the parallelism
-
-
 def _make_loader(dataset, sampler, cfg: TrainConfig, device: torch.device):
     workers = default_workers() if cfg.workers is None else cfg.workers
     return torch.utils.data.DataLoader(
@@ -107,7 +101,7 @@ def _make_loader(dataset, sampler, cfg: TrainConfig, device: torch.device):
         pin_memory=device.type == "cuda",
         persistent_workers=workers > 0,
         prefetch_factor=4 if workers > 0 else None,
-        worker_init_fn=_worker_init if workers > 0 else None,
+        worker_init_fn=worker_init if workers > 0 else None,
     )
 
 

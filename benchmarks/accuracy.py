@@ -1,0 +1,128 @@
+"""Validation accuracy of each architecture × input mode on the synth tasks.  (run by hand, never in CI)
+
+For each task, one dataset is written with separate train/ and val/ folders, so every run, the
+single-frame control and the baseline see the same split. Each model is trained by vidclf's own
+loop (`train.fit`, the CLI's defaults unless given) once per seed; the table shows the mean ± sd of
+the last epoch's validation accuracy (not the best epoch's: that would pick on the validation set).
+
+- single frame: the CNN+LSTM on one frame per clip (rgb): what appearance alone tells.
+- frame-diff logistic regression: two hand-made features per clip, the mean absolute frame
+  difference and that divided by the mean spatial gradient (a crude speed estimate), standardised.
+
+    python benchmarks/accuracy.py                                  # both tasks, 3 seeds (about 40 min on 2 cores)
+    python benchmarks/accuracy.py --tasks speed --archs cnn-lstm --inputs rgb,diff --seeds 1
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from rich.console import Console
+from rich.table import Table
+
+from vidclf.datasets import scan
+from vidclf.synth import task_classes, write_dataset
+from vidclf.train import TrainConfig, fit
+from vidclf.video import load_clip
+
+console = Console(stderr=True)
+
+
+def write_split(root: Path, task: str, train_per_class: int, val_per_class: int, frames: int, size: int) -> None:
+    write_dataset(root / "train", task=task, clips_per_class=train_per_class, frames=frames, size=size, seed=0)
+    write_dataset(root / "val", task=task, clips_per_class=val_per_class, frames=frames, size=size, seed=1)
+
+
+def diff_features(path: str, frames: int, size: int) -> np.ndarray:
+    clip, length = load_clip(path, num_frames=frames, size=size)
+    x = clip[:length].astype(np.float32).mean(axis=3)  # (T, H, W) grey
+    change = np.abs(np.diff(x, axis=0)).mean()
+    gradient = (np.abs(np.diff(x, axis=1)).mean() + np.abs(np.diff(x, axis=2)).mean()) / 2
+    return np.array([change, change / (gradient + 1e-6)], np.float32)
+
+
+def logistic_regression_accuracy(data: Path, frames: int, size: int) -> float:
+    """Multinomial logistic regression on `diff_features`, fitted on train/, scored on val/."""
+    splits = scan(data)
+
+    def features(samples):
+        x = torch.from_numpy(np.stack([diff_features(s.path, frames, size) for s in samples]))
+        return x, torch.tensor([s.label for s in samples])
+
+    (xt, yt), (xv, yv) = features(splits.train), features(splits.val)
+    mean, std = xt.mean(0), xt.std(0) + 1e-6
+    xt, xv = (xt - mean) / std, (xv - mean) / std
+    linear = torch.nn.Linear(xt.shape[1], len(splits.classes))
+    opt = torch.optim.LBFGS(linear.parameters(), max_iter=500)
+
+    def closure():
+        opt.zero_grad()
+        loss = F.cross_entropy(linear(xt), yt) + 1e-3 * linear.weight.square().sum()
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    return (linear(xv).argmax(1) == yv).float().mean().item()
+
+
+def fit_accuracy(data: Path, out: Path, args, *, arch: str, input_mode: str, frames: int, seed: int) -> float:
+    cfg = TrainConfig(data=str(data), arch=arch, input=input_mode, num_frames=frames, size=args.size,
+                      epochs=args.epochs, seed=seed, workers=args.workers, device=args.device,
+                      cache=str(out / "cache"), out=str(out / "models"))
+    history = fit(cfg, console=Console(stderr=True, quiet=True), show_progress=False).history
+    return history[-1]["val_acc"]
+
+
+def summary(accs: list[float]) -> str:
+    sd = statistics.stdev(accs) if len(accs) > 1 else 0.0
+    return f"{statistics.mean(accs):.3f} ± {sd:.3f}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tasks", default="motion,speed")
+    parser.add_argument("--archs", default="cnn-lstm,convgru")
+    parser.add_argument("--inputs", default="rgb,diff,rgb+diff")
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--train-clips", type=int, default=192, help="training clips per task (split over classes)")
+    parser.add_argument("--val-clips", type=int, default=96)
+    parser.add_argument("--frames", type=int, default=16)
+    parser.add_argument("--size", type=int, default=64)
+    parser.add_argument("--epochs", type=int, default=20)
+    parser.add_argument("--workers", type=int, default=None)
+    parser.add_argument("--device", default="auto")
+    args = parser.parse_args()
+    seeds = range(args.seeds)
+    table = Table(title=f"validation accuracy, mean ± sd over {args.seeds} seeds; {args.train_clips} train / "
+                        f"{args.val_clips} val clips per task, T={args.frames}, {args.size}², {args.epochs} epochs")
+    for col in ("task", "model", "input", "val acc", "runs"):
+        table.add_column(col, justify="right" if col in ("val acc",) else "left")
+
+    def add(*cells: str) -> None:
+        table.add_row(*cells)
+        console.print("  ".join(cells))  # as measured, in case the run is cut short
+
+    with tempfile.TemporaryDirectory() as tmp:
+        for task in args.tasks.split(","):
+            k = len(task_classes(task))
+            data = Path(tmp) / task
+            write_split(data, task, args.train_clips // k, args.val_clips // k, args.frames, args.size)
+            add(task, "frame-diff logistic regression", "2 features",
+                f"{logistic_regression_accuracy(data, args.frames, args.size):.3f}", "1")
+            runs = [("cnn-lstm (single frame)", "cnn-lstm", "rgb", 1)]
+            runs += [(arch, arch, inp, args.frames) for arch in args.archs.split(",") for inp in args.inputs.split(",")]
+            for label, arch, inp, frames in runs:
+                accs = [fit_accuracy(data, Path(tmp), args, arch=arch, input_mode=inp, frames=frames, seed=s)
+                        for s in seeds]
+                add(task, label, inp, summary(accs), " ".join(f"{a:.3f}" for a in accs))
+    Console().print(table)
+
+
+if __name__ == "__main__":
+    main()
