@@ -132,23 +132,24 @@ def test_uniform_indices():
         video.uniform_indices(10, 0)
 
 
-def test_random_clip_indices():
-    clip = video.random_clip_indices(100, 8, stride=4, rng=random.Random(0))
+def test_clip_indices():
+    clip = video.clip_indices(100, 8, stride=4, rng=random.Random(0))
     assert len(clip) == 8 and all(b - a == 4 for a, b in zip(clip, clip[1:])) and 0 <= clip[0] and clip[-1] < 100
-    assert clip == video.random_clip_indices(100, 8, stride=4, rng=random.Random(0))  # seeded: repeatable
-    starts = {video.random_clip_indices(100, 8, stride=4, rng=random.Random(s))[0] for s in range(50)}
+    assert clip == video.clip_indices(100, 8, stride=4, rng=random.Random(0))  # seeded: repeatable
+    starts = {video.clip_indices(100, 8, stride=4, rng=random.Random(s))[0] for s in range(50)}
     assert len(starts) > 10 and max(starts) <= 100 - 29  # random start, clip always inside
     rng = random.Random(1)
-    short = video.random_clip_indices(20, 8, stride=4, rng=rng)  # 29 frames needed: the stride shrinks to 2
+    short = video.clip_indices(20, 8, stride=4, rng=rng)  # 29 frames needed: the stride shrinks to 2
     assert len(short) == 8 and short[-1] < 20 and short[1] - short[0] == 2
-    assert video.random_clip_indices(8, 8, stride=3, rng=rng) == list(range(8))  # stride 1
-    assert video.random_clip_indices(5, 8, stride=2, rng=rng) == [0, 1, 2, 3, 4]  # too short: all frames
-    assert len(video.random_clip_indices(50, 1, stride=4, rng=rng)) == 1
+    assert video.clip_indices(8, 8, stride=3, rng=rng) == list(range(8))  # stride 1
+    assert video.clip_indices(5, 8, stride=2, rng=rng) == [0, 1, 2, 3, 4]  # too short: all frames
+    assert len(video.clip_indices(50, 1, stride=4, rng=rng)) == 1
     with pytest.raises(ValueError):
-        video.random_clip_indices(50, 4, stride=0, rng=rng)
+        video.clip_indices(50, 4, stride=0, rng=rng)
+    assert video.clip_indices(100, 8, stride=4) == list(range(35, 64, 4))  # no rng: the centre clip
 
 
-def test_load_clip_samples_uniformly_and_at_random(indexed):
+def test_load_clip_samples_uniformly_centred_and_at_random(indexed):
     frames, length = video.load_clip(indexed, num_frames=4, size=32)
     assert frames.shape == (4, 32, 32, 3) and length == 4
     assert [decode_index(f) for f in frames] == [15, 45, 75, 105]
@@ -156,6 +157,8 @@ def test_load_clip_samples_uniformly_and_at_random(indexed):
                                      rng=random.Random(5))
     got = [decode_index(f) for f in frames]
     assert length == 4 and [b - a for a, b in zip(got, got[1:])] == [3, 3, 3]
+    frames, _ = video.load_clip(indexed, num_frames=4, size=None, sampling="center", stride=3)
+    assert [decode_index(f) for f in frames] == [55, 58, 61, 64]  # 120 frames: the middle 10, every 3rd
     with pytest.raises(ValueError, match="sampling"):
         video.load_clip(indexed, num_frames=4, size=None, sampling="dense")
 

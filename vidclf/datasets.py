@@ -210,10 +210,11 @@ class ClipDataset(torch.utils.data.Dataset):
 
         pre = self.pre
         if not self.train:
-            settings = f"uniform|{pre.num_frames}|{pre.size}|{pre.interpolation}"
+            settings = f"{pre.sampling}|{pre.num_frames}|{pre.frame_stride}|{pre.size}|{pre.interpolation}"
             frames = self.cache.get(path, settings) if self.cache else None
             if frames is None:
-                frames, length = video.load_clip(path, num_frames=pre.num_frames, size=pre.size)
+                frames, length = video.load_clip(path, num_frames=pre.num_frames, size=pre.size,
+                                                 sampling=pre.sampling, stride=pre.frame_stride)
                 frames = frames[:length]
                 if self.cache:
                     self.cache.put(path, settings, frames)
@@ -228,7 +229,7 @@ class ClipDataset(torch.utils.data.Dataset):
                 return frames[:length]
             every = video.read_frames(path, range(info.frames), size=pre.size)
             self.cache.put(path, settings, every)
-        idx = video.random_clip_indices(len(every), pre.num_frames, stride=pre.frame_stride, rng=rng)
+        idx = video.clip_indices(len(every), pre.num_frames, stride=pre.frame_stride, rng=rng)
         return every[idx]
 
     def __getitem__(self, key: int | tuple[int, int]):

@@ -16,7 +16,7 @@ INPUT_MODES = ("rgb", "diff", "rgb+diff")
 class Preprocess:
     num_frames: int = 16  # frames sampled per clip (T)
     size: int = 64  # frames are resized to size×size when decoded
-    sampling: str = "uniform"  # how evaluate/predict pick frames: spread over the whole video
+    sampling: str = "center"  # how evaluate/predict pick frames: the centre clip, at the training stride
     frame_stride: int = 1  # gap between frames of a random training clip
     mean: tuple[float, float, float] = (0.45, 0.45, 0.45)  # per-channel, on the 0–1 scale
     std: tuple[float, float, float] = (0.225, 0.225, 0.225)

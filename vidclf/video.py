@@ -158,6 +158,9 @@ def probe(path: str | Path, *, exact: bool = False) -> VideoInfo:
     return VideoInfo(str(path), frames, fps, width, height, frames / fps if fps > 0 else 0.0)
 
 
+SAMPLINGS = ("center", "random", "uniform")  # centre clip, random clip (training), spread over the video
+
+
 def uniform_indices(total: int, num: int) -> list[int]:
     """`num` frames spread over the whole video (the centre of each of `num` equal segments).
 
@@ -170,9 +173,12 @@ def uniform_indices(total: int, num: int) -> list[int]:
     return [(2 * i + 1) * total // (2 * num) for i in range(num)]  # int((i + 0.5) * total / num), exactly
 
 
-def random_clip_indices(total: int, num: int, *, stride: int, rng: random.Random) -> list[int]:
-    """`num` frames `stride` apart from a random start (training augmentation in time).
+def clip_indices(total: int, num: int, *, stride: int, rng: random.Random | None = None) -> list[int]:
+    """`num` frames `stride` apart: from a random start with `rng` (training), else the centre clip.
 
+    Evaluation takes the centre clip rather than frames spread over the whole video, so that the
+    model sees motion at the frame rate it was trained on (spreading 16 frames over a 10 s video
+    would show it 15× faster motion than its random training clips did).
     A video too short for the stride gets the largest stride that fits, down to 1; one shorter than
     `num` gives all its frames and the caller pads.
     """
@@ -183,7 +189,7 @@ def random_clip_indices(total: int, num: int, *, stride: int, rng: random.Random
     if num > 1:
         stride = min(stride, (total - 1) // (num - 1))
     span = (num - 1) * stride + 1
-    start = rng.randrange(total - span + 1)
+    start = rng.randrange(total - span + 1) if rng else (total - span) // 2
     return list(range(start, start + span, stride))
 
 
@@ -296,14 +302,15 @@ def load_clip(path: str | Path, *, num_frames: int, size: Size, sampling: str = 
     If the file holds fewer frames than its container says, the clip is sampled again from the
     frames that exist (one more decode, only for such files) rather than padded from a few.
     """
-    if sampling not in ("uniform", "random"):
-        raise ValueError(f"sampling should be 'uniform' or 'random', got {sampling!r}")
-    rng = rng or random.Random()
+    if sampling not in SAMPLINGS:
+        raise ValueError(f"sampling should be one of {', '.join(SAMPLINGS)}, got {sampling!r}")
+    if sampling == "random":
+        rng = rng or random.Random()
 
     def sample(total: int) -> list[int]:
         if sampling == "uniform":
             return uniform_indices(total, num_frames)
-        return random_clip_indices(total, num_frames, stride=stride, rng=rng)
+        return clip_indices(total, num_frames, stride=stride, rng=rng if sampling == "random" else None)
 
     indices = sample(probe(path).frames)
     got, real_total = _read(path, indices, size, threads)
