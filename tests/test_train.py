@@ -70,3 +70,23 @@ def test_two_processes_cover_the_data_of_one(synth_data, tmp_path):
     assert {p.name for p in run.iterdir()} == {"best.pt", "last.pt", "metrics.csv"}
     (row,) = csv.DictReader((run / "metrics.csv").open())
     assert int(row["train_clips"]) == 12  # 3 classes × 4 train clips, split 6 + 6 across the ranks
+
+
+
+def test_compile_option_trains_a_compiled_model(synth_data, tmp_path, monkeypatch):
+    """--compile goes through torch.compile (default mode on the CPU; CUDA graphs are for GPUs).
+
+    The aot_eager backend traces exactly as inductor does but needs no C++ compiler, which CI may lack.
+    """
+    real_compile, modes = torch.compile, []
+
+    def compile_with_aot_eager(model, mode=None):
+        modes.append(mode)
+        return real_compile(model, backend="aot_eager")
+
+    monkeypatch.setattr(torch, "compile", compile_with_aot_eager)
+    result = fit(_cfg(synth_data, tmp_path, arch="convgru", epochs=1,
+                      model={"hidden_channels": (4,), "kernel_sizes": (3,), "stem_channels": 4}, compile=True),
+                 console=quiet, show_progress=False)
+    assert modes == [None]
+    assert result.history[0]["train_clips"] > 0 and result.best is not None
