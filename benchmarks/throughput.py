@@ -5,6 +5,9 @@ For each architecture, in one run on one machine:
   (b) vidclf's own training loop (`train.fit`) fed by a warm decode cache of a synth dataset;
   (c) the same loop with a cold cache (every clip decoded);
   (d) bare OpenCV decoding (grab/retrieve + resize, no vidclf code) with as many processes as (c) has workers.
+Then for the ConvGRU: (e) a seed-style cell of the same size (six convolutions a step, input
+convolutions inside the time loop) against vidclf's eager step, and with --compile (f) vidclf's step
+under `torch.compile` (CUDA graphs on a GPU), both on random tensors like (a).
 Prints clips/s, the fraction of step time spent waiting for data, and peak memory.
 
     python benchmarks/throughput.py --device cpu                  # 2-core CPU: 64², T=16, B=16
@@ -27,6 +30,7 @@ from rich.table import Table
 
 from vidclf.device import autocast, autocast_dtype, resolve_device
 from vidclf.models import build_model
+from vidclf.models.conv_recurrent import ConvRecurrentConfig, ConvRecurrentNet
 from vidclf.synth import write_dataset
 from vidclf.train import TrainConfig, default_workers, fit
 
@@ -34,22 +38,57 @@ console = Console(stderr=True)
 
 
 def peak_memory(device: torch.device) -> str:
+    """GPU: the peak since the last row (reset after each reading). CPU: the process's peak RSS so far."""
     if device.type == "cuda":
-        return f"{torch.cuda.max_memory_allocated(device) / 2**30:.2f} GiB (GPU)"
-    return f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GiB (RSS)"
+        peak = torch.cuda.max_memory_allocated(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        return f"{peak / 2**30:.2f} GiB (GPU)"
+    return f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GiB (RSS, max so far)"
 
 
-def model_step_rate(arch: str, args, device: torch.device, steps: int) -> float:
+class SeedConvGRUCell(torch.nn.Module):
+    """The seed's cell: six convolutions every step (Wz∗x, Uz∗h, Wr∗x, Ur∗h, Wh∗x, Uh∗(r⊙h)).
+
+    `input_conv` is the identity, so the shared layer hands it raw inputs and nothing is hoisted.
+    """
+
+    def __init__(self, in_channels: int, hidden: int, kernel: int):
+        super().__init__()
+
+        def conv(cin: int, bias: bool) -> torch.nn.Conv2d:
+            return torch.nn.Conv2d(cin, hidden, kernel, padding=kernel // 2, bias=bias)
+
+        self.hidden = hidden
+        self.input_conv = torch.nn.Identity()
+        self.wz, self.wr, self.wh = conv(in_channels, True), conv(in_channels, True), conv(in_channels, True)
+        self.uz, self.ur, self.uh = conv(hidden, False), conv(hidden, False), conv(hidden, False)
+
+    def initial_state(self, x: torch.Tensor) -> torch.Tensor:
+        return x.new_zeros(x.shape[0], self.hidden, *x.shape[2:])
+
+    def step(self, x: torch.Tensor, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        z = torch.sigmoid(self.wz(x) + self.uz(h))
+        r = torch.sigmoid(self.wr(x) + self.ur(h))
+        h = z * h + (1 - z) * torch.tanh(self.wh(x) + self.uh(r * h))
+        return h, h
+
+
+def model_step_rate(arch: str, args, device: torch.device, steps: int, *, model: torch.nn.Module | None = None,
+                    compile: bool = False) -> float:
     """(a): forward, backward and optimizer step on random inputs already on the device."""
     torch.manual_seed(0)
-    model = build_model(arch, 6).to(device)
+    model = (model or build_model(arch, 6)).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    if compile:
+        model = torch.compile(model, mode="reduce-overhead" if device.type == "cuda" else None)
     x = torch.randn(args.batch_size, args.frames, 3, args.size, args.size, device=device)
     lengths = torch.full((args.batch_size,), args.frames, device=device)
     labels = torch.randint(0, 6, (args.batch_size,), device=device)
     dtype = autocast_dtype(device, "auto")
 
     def step() -> None:
+        if compile:
+            torch.compiler.cudagraph_mark_step_begin()
         with autocast(device, dtype):
             loss = F.cross_entropy(model(x, lengths).float(), labels)
         opt.zero_grad(set_to_none=True)
@@ -95,7 +134,7 @@ def bare_decode_rate(paths: list[str], args, workers: int) -> float:
     jobs = [(p, args.frames, args.size) for p in paths]
     # spawn: forked children of a process that already ran OpenCV's thread pool can deadlock.
     with multiprocessing.get_context("spawn").Pool(max(workers, 1)) as pool:
-        pool.map(_bare_decode, jobs[: len(jobs) // 4])  # start the processes and warm the page cache
+        pool.map(_bare_decode, jobs[: len(jobs) // 4])  # start the pool's processes before the clock
         start = time.perf_counter()
         pool.map(_bare_decode, jobs, chunksize=4)
         return len(paths) / (time.perf_counter() - start)
@@ -112,8 +151,10 @@ def main() -> None:
     parser.add_argument("--clips-per-class", type=int, default=16)
     parser.add_argument("--workers", type=int, default=None)
     parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--compile", action="store_true", help="add (f): the compiled ConvGRU step (slow to start)")
     args = parser.parse_args()
     device = resolve_device(args.device)
+    torch.backends.cudnn.benchmark = True  # as `fit` sets it: the same for every row
     workers = default_workers() if args.workers is None else args.workers
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp) / "data"
@@ -144,6 +185,16 @@ def main() -> None:
             add(arch, "(c) vidclf loop, cold cache", f"{cold['clips_per_s']:.1f}",
                           f"{cold['data_wait']:.0%}", f"{cold['clips_per_s'] / a:.2f}", peak_memory(device))
         add("-", f"(d) bare OpenCV decode, {workers} processes", f"{decode:.1f}", "-", "-", "-")
+        seed_net = ConvRecurrentNet(6, ConvRecurrentConfig(), SeedConvGRUCell)
+        rounds = [(model_step_rate("convgru", args, device, args.steps),
+                   model_step_rate("convgru", args, device, args.steps, model=seed_net)) for _ in range(3)]
+        eager, seed = max(r[0] for r in rounds), max(r[1] for r in rounds)  # interleaved, best of 3 each
+        add("convgru", "(e) seed-style six-conv cell, step alone", f"{seed:.1f}", "-",
+            f"eager {eager / seed:.2f}× this", peak_memory(device))
+        if args.compile:
+            fast = model_step_rate("convgru", args, device, args.steps, compile=True)
+            add("convgru", "(f) torch.compile step alone", f"{fast:.1f}", "-", f"{fast / eager:.2f}× eager",
+                peak_memory(device))
         Console().print(table)
 
 

@@ -1,6 +1,5 @@
 import csv
 import os
-import random
 from pathlib import Path
 
 import numpy as np
@@ -147,11 +146,11 @@ def test_loader_workers_start_after_opencv_ran_in_this_process(synth_data):
     clip = next(Path(synth_data).rglob("*.mp4"))
     script = f"""
 import cv2, numpy as np, torch
-from vidclf.datasets import ClipDataset, Sample, collate, worker_init
+from vidclf.datasets import ClipDataset, Sample, clip_loader
 from vidclf.preprocess import Preprocess
 cv2.warpAffine(np.zeros((512, 512, 3), np.uint8), np.eye(2, 3), (512, 512))  # starts OpenCV's thread pool
-loader = torch.utils.data.DataLoader(ClipDataset([Sample({str(clip)!r}, 0)], Preprocess(num_frames=4, size=16)),
-                                     num_workers=1, collate_fn=collate, worker_init_fn=worker_init)
+loader = clip_loader(ClipDataset([Sample({str(clip)!r}, 0)], Preprocess(num_frames=4, size=16)), batch_size=1,
+                     workers=1, device=torch.device("cpu"), pad_to=4)
 print(next(iter(loader)).clips.shape)
 """
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)

@@ -62,10 +62,10 @@ def test_learns_motion(arch, max_steps):
 
 
 def test_single_frame_control_stays_near_chance():
-    assert _train("cnn-lstm", max_steps=150, target=2.0, frames=1) <= 0.4  # chance is 1/6
+    assert _train("cnn-lstm", max_steps=450, target=2.0, frames=1) <= 0.4  # chance is 1/6; as many steps as above
 
 
 def test_default_input_learns_speed_that_one_frame_cannot():
     assert _train("cnn-lstm", task="speed", input_mode=DEFAULT_INPUT, max_steps=300, target=0.9) >= 0.9
-    one_frame = _train("cnn-lstm", task="speed", input_mode=DEFAULT_INPUT, max_steps=150, target=2.0, frames=1)
+    one_frame = _train("cnn-lstm", task="speed", input_mode=DEFAULT_INPUT, max_steps=300, target=2.0, frames=1)
     assert one_frame <= 0.65  # chance is 1/2

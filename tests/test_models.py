@@ -46,14 +46,14 @@ def test_padding_never_changes_the_logits(name, options):
     assert torch.allclose(alone[0], batch[0], atol=1e-5)
 
 
-@pytest.mark.parametrize("name", list(MODELS))
-def test_compiled_model_matches_eager_and_new_lengths_do_not_recompile(name):
+@pytest.mark.parametrize("name,options", VARIANTS)
+def test_compiled_model_matches_eager_and_new_lengths_do_not_recompile(name, options):
     """Lengths select the state by gather, never by shape: one compiled graph serves every batch.
 
     aot_eager traces as inductor does without a C++ compiler; inductor's numerics are checked on CUDA.
     """
     torch.manual_seed(0)
-    model = build_model(name, 3).eval()
+    model = build_model(name, 3, **options).eval()
     compiled = torch.compile(model, backend="aot_eager")
     x = torch.randn(2, 4, 3, 32, 32)
     torch._dynamo.reset()

@@ -150,7 +150,7 @@ def test_clip_indices():
 
 
 def test_load_clip_samples_uniformly_centred_and_at_random(indexed):
-    frames, length = video.load_clip(indexed, num_frames=4, size=32)
+    frames, length = video.load_clip(indexed, num_frames=4, size=32, sampling="uniform")
     assert frames.shape == (4, 32, 32, 3) and length == 4
     assert [decode_index(f) for f in frames] == [15, 45, 75, 105]
     frames, length = video.load_clip(indexed, num_frames=4, size=None, sampling="random", stride=3,
@@ -192,9 +192,9 @@ def test_a_wrong_frame_count_is_survived(truncated_avi):
     assert video.probe(truncated_avi).frames == 100  # the hint
     real = video.probe(truncated_avi, exact=True).frames
     assert 20 < real < 50
-    frames, length = video.load_clip(truncated_avi, num_frames=8, size=None)  # sampled again over the real frames
+    frames, length = video.load_clip(truncated_avi, num_frames=8, size=None, sampling="uniform")  # sampled again over the real frames
     assert length == 8 and [decode_index(f) for f in frames] == video.uniform_indices(real, 8)
-    windows = list(video.iter_windows(truncated_avi, window=30, stride=30, num_frames=4, size=None))
+    windows = list(video.iter_windows(truncated_avi, window=30, stride=30, num_frames=4, size=None, sampling="uniform"))
     assert windows[0].end == 30 and windows[-1].end == real and windows[-1].length < 4  # cut at the real end
     assert all(w.start < real for w in windows)
 
@@ -203,13 +203,16 @@ def test_windows_cover_the_video_frame_exactly(indexed):
     assert video.window_bounds(120, window=40, stride=30) == [(0, 40), (30, 70), (60, 100), (80, 120)]
     assert video.window_bounds(120, window=40, stride=40) == [(0, 40), (40, 80), (80, 120)]  # no tail
     assert video.window_bounds(10, window=40, stride=5) == [(0, 10)]
-    windows = list(video.iter_windows(indexed, window=40, stride=30, num_frames=4, size=None))
+    windows = list(video.iter_windows(indexed, window=40, stride=30, num_frames=4, size=None, sampling="uniform"))
     assert [(w.start, w.end) for w in windows] == [(0, 40), (30, 70), (60, 100), (80, 120)]
     assert [decode_index(f) for f in windows[1].frames] == [35, 45, 55, 65]
     assert [decode_index(f) for f in windows[3].frames] == [85, 95, 105, 115]  # the tail window ends at the end
     assert all(w.length == 4 and w.frames.shape == (4, 64, 64, 3) for w in windows)
     (whole,) = video.iter_windows(indexed, window=500, stride=100, num_frames=4, size=16)
     assert (whole.start, whole.end, whole.length, whole.frames.shape) == (0, 120, 4, (4, 16, 16, 3))
+    # The default: each window's centre clip at the training stride, as a whole video is sampled.
+    centred = list(video.iter_windows(indexed, window=40, stride=30, num_frames=4, size=None, frame_stride=3))
+    assert [decode_index(f) for f in centred[1].frames] == [45, 48, 51, 54]  # (30, 70): its middle 10, every 3rd
 
 
 def test_windows_are_yielded_as_soon_as_read(indexed, monkeypatch):
@@ -217,7 +220,7 @@ def test_windows_are_yielded_as_soon_as_read(indexed, monkeypatch):
     grabbed = []
     real_read = video._Reader.read
     monkeypatch.setattr(video._Reader, "read", lambda self, i: grabbed.append(i) or real_read(self, i))
-    it = video.iter_windows(indexed, window=20, stride=20, num_frames=2, size=8)
+    it = video.iter_windows(indexed, window=20, stride=20, num_frames=2, size=8, sampling="uniform")
     first = next(it)
     assert (first.start, first.end) == (0, 20) and max(grabbed) == 15  # nothing past window 1 decoded yet
     assert len(list(it)) == 5

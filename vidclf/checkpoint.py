@@ -13,6 +13,7 @@ import torch
 
 from vidclf import __version__
 from vidclf.errors import CheckpointError
+from vidclf.preprocess import Preprocess
 
 FORMAT_VERSION = 1
 REQUIRED_KEYS = ("format_version", "model", "classes", "preprocess", "state_dict")
@@ -64,14 +65,13 @@ class Classifier:
 
     model: torch.nn.Module
     classes: list[str]
-    preprocess: "Preprocess"
+    preprocess: Preprocess
     path: Path
 
 
 def load_classifier(path: str | Path, *, device: torch.device) -> Classifier:
     """Rebuild the trained model from the checkpoint alone, in eval mode on `device`."""
     from vidclf.models import build_model
-    from vidclf.preprocess import Preprocess
 
     ckpt = load(path)
     spec = ckpt["model"]

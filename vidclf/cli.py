@@ -300,14 +300,12 @@ def evaluate(
 ) -> None:
     """Accuracy, top-k, per-class precision/recall/F1 and the confusion matrix of a trained model."""
     with _errors(verbose):
-        import functools
         import json
 
-        import torch
         from rich.table import Table
 
         from vidclf import checkpoint
-        from vidclf.datasets import ClipDataset, Sample, collate, scan, worker_init
+        from vidclf.datasets import ClipDataset, Sample, clip_loader, scan
         from vidclf.device import autocast_dtype, resolve_device
         from vidclf.evaluate import evaluate as run_evaluation, save_confusion_plot
         from vidclf.output import stderr, stdout
@@ -331,11 +329,8 @@ def evaluate(
             raise ValueError(f"{source}: classes the model does not know: {', '.join(unknown)}")
         samples = [Sample(p, clf.classes.index(splits.classes[label])) for p, label in chosen]
         n_workers = default_workers() if workers is None else workers
-        loader = torch.utils.data.DataLoader(
-            ClipDataset(samples, clf.preprocess), batch_size=batch_size, num_workers=n_workers,
-            collate_fn=functools.partial(collate, pad_to=clf.preprocess.num_frames),
-            worker_init_fn=worker_init if n_workers else None,
-        )
+        loader = clip_loader(ClipDataset(samples, clf.preprocess), batch_size=batch_size, workers=n_workers,
+                             device=dev, pad_to=clf.preprocess.num_frames)
         with _progress(quiet) as progress:
             task = progress.add_task(f"evaluating {split}", total=len(samples))
             report = run_evaluation(clf.model, loader, pre=clf.preprocess, classes=clf.classes, device=dev,

@@ -6,6 +6,7 @@ Decoding itself is `video.py`'s job; this module decides which clip to ask for a
 from __future__ import annotations
 
 import csv
+import functools
 import hashlib
 import os
 import random
@@ -247,17 +248,30 @@ class ClipDataset(torch.utils.data.Dataset):
 
 
 def worker_init(_: int) -> None:
-    """One OpenCV thread per DataLoader worker: the workers are the parallelism.
+    import cv2
 
-    Only when this process has not loaded OpenCV before the fork: cv2.setNumThreads in a forked
-    child of a process whose OpenCV thread pool already ran waits forever for the parent's threads.
+    cv2.setNumThreads(1)  # one decoder thread per worker: the workers are the parallelism
+
+
+def clip_loader(dataset: ClipDataset, *, batch_size: int, workers: int, device: torch.device, pad_to: int,
+                sampler: torch.utils.data.Sampler | None = None) -> torch.utils.data.DataLoader:
+    """Batches of uint8 clips decoded in `workers` processes, pinned for the copy to a GPU.
+
+    Workers are forked, unless this process already loaded OpenCV (a library caller, a benchmark):
+    a forked child of a process whose OpenCV thread pool ran hangs in cv2.setNumThreads, so those
+    workers start from a fresh forkserver process instead (a few seconds, once: they persist).
     """
     import sys
 
-    if "cv2" not in sys.modules:
-        import cv2
-
-        cv2.setNumThreads(1)
+    return torch.utils.data.DataLoader(
+        dataset, batch_size=batch_size, sampler=sampler, num_workers=workers,
+        collate_fn=functools.partial(collate, pad_to=pad_to),  # fixed T: the model sees one shape
+        pin_memory=device.type == "cuda",
+        persistent_workers=workers > 0,
+        prefetch_factor=4 if workers > 0 else None,
+        worker_init_fn=worker_init if workers > 0 else None,
+        multiprocessing_context="forkserver" if workers > 0 and "cv2" in sys.modules else None,
+    )
 
 
 def collate(items: list, *, pad_to: int | None = None) -> Batch:

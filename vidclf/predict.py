@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import functools
-from pathlib import Path
 from typing import Iterable, Iterator
 
 import torch
 
 from vidclf.checkpoint import Classifier
-from vidclf.datasets import ClipDataset, Sample, collate, find_videos, worker_init
+from vidclf.datasets import ClipDataset, Sample, clip_loader, find_videos
 from vidclf.device import autocast
 from vidclf.evaluate import iter_logits
 from vidclf.preprocess import to_model_input
@@ -51,12 +49,8 @@ def predict_files(paths: list[str], clf: Classifier, *, device: torch.device, dt
                   batch_size: int = 16, workers: int = 0, top_k: int = 5) -> Iterator[dict]:
     """Decode in `workers` processes, classify in batches, yield records in the order of `paths`."""
     dataset = ClipDataset([Sample(p, 0) for p in paths], clf.preprocess)
-    loader = torch.utils.data.DataLoader(
-        dataset, batch_size=batch_size, num_workers=workers,
-        collate_fn=functools.partial(collate, pad_to=clf.preprocess.num_frames),
-        pin_memory=device.type == "cuda", worker_init_fn=worker_init if workers > 0 else None,
-        prefetch_factor=4 if workers > 0 else None,
-    )
+    loader = clip_loader(dataset, batch_size=batch_size, workers=workers, device=device,
+                         pad_to=clf.preprocess.num_frames)
     for batch, logits in iter_logits(clf.model, loader, clf.preprocess, device, dtype):
         ready: list[tuple[int, dict]] = [
             (f.index, _record(f.path, None, clf.classes, top_k, error=f.reason)) for f in batch.failures
@@ -101,7 +95,7 @@ def predict_windows(path: str, clf: Classifier, *, device: torch.device, dtype: 
             pending.clear()
 
         for w in video.iter_windows(path, window=win, stride=step, num_frames=pre.num_frames, size=pre.size,
-                                    threads=0):
+                                    sampling=pre.sampling, frame_stride=pre.frame_stride, threads=0):
             pending.append(w)
             if len(pending) == batch_size:
                 flush()

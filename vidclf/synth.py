@@ -52,10 +52,10 @@ def _random_colour(rng: np.random.Generator) -> np.ndarray:
     return rng.uniform(40, 255, size=3).astype(np.float32)
 
 
-def _sprite(rng: np.random.Generator, size: int, background: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """A textured, asymmetric shape centred in a size x size layer: (colour (H,W,3), alpha (H,W)).
+def _sprite(rng: np.random.Generator, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """A bright, striped, asymmetric shape centred in a size x size layer: (colour (H,W,3), alpha (H,W)).
 
-    Its brightness is far from the background's, so that it stands out whatever the colours.
+    Bright so that it stands out from the dark backgrounds of `_render_motion`.
     """
     import cv2
 
@@ -74,11 +74,8 @@ def _sprite(rng: np.random.Generator, size: int, background: np.ndarray) -> tupl
         pts = np.array([[c - w / 2, c - h / 2], [c - w / 2 + t, c - h / 2], [c - w / 2 + t, c + h / 2 - t],
                         [c + w / 2, c + h / 2 - t], [c + w / 2, c + h / 2], [c - w / 2, c + h / 2]])
     cv2.fillPoly(mask, [np.round(pts * 16).astype(np.int32)], 255, lineType=cv2.LINE_AA, shift=4)
-    # Stripes across the shape in two contrasting colours, so that its own motion is visible.
-    if background.mean() > 128:  # a dark shape on a light background, or a light one on a dark one
-        colour = rng.uniform(0, 80, size=3).astype(np.float32)
-    else:
-        colour = rng.uniform(175, 255, size=3).astype(np.float32)
+    # Stripes across the shape in two colours, so that its own motion is visible.
+    colour = rng.uniform(175, 255, size=3).astype(np.float32)
     other = colour * 0.75 + 0.25 * (255 - colour)  # faint stripes of the same hue: rotation stays visible
     period = rng.uniform(0.12, 0.25) * size
     phase = rng.uniform(0, 2 * math.pi)
@@ -104,7 +101,7 @@ def _render_motion(name: str, frames: int, size: int, rng: np.random.Generator) 
     # (bright-on-bright or busy backgrounds took many times longer to learn from scratch).
     background = _texture(rng, size, rng.uniform(10, 100, size=3).astype(np.float32), cells=int(rng.integers(3, 7)),
                           low=0.6)
-    image, alpha = _sprite(rng, size, background)
+    image, alpha = _sprite(rng, size)
     layer = np.concatenate([image, alpha[..., None]], axis=2)  # (H, W, 4): colour and alpha
     x0, y0 = rng.uniform(0, size, size=2)  # start offset of the shape's centre (wraps around)
     angle0 = rng.uniform(0, 360)

@@ -8,7 +8,6 @@ uninterrupted run with the same seed does.
 from __future__ import annotations
 
 import csv
-import functools
 import math
 import signal
 import time
@@ -24,7 +23,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from vidclf import checkpoint, distributed
-from vidclf.datasets import ClipCache, ClipDataset, EpochSampler, collate, default_cache_dir, scan, worker_init
+from vidclf.datasets import ClipCache, ClipDataset, EpochSampler, clip_loader, default_cache_dir, scan
 from vidclf.errors import CheckpointError
 from vidclf.device import autocast, autocast_dtype, resolve_device
 from vidclf.evaluate import iter_logits
@@ -88,21 +87,6 @@ def default_workers() -> int:
 
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     return max(0, min(cores, 16))
-
-
-def _make_loader(dataset, sampler, cfg: TrainConfig, device: torch.device):
-    workers = default_workers() if cfg.workers is None else cfg.workers
-    return torch.utils.data.DataLoader(
-        dataset,
-        batch_size=cfg.batch_size,
-        sampler=sampler,
-        num_workers=workers,
-        collate_fn=functools.partial(collate, pad_to=cfg.num_frames),  # fixed T: no recompiles
-        pin_memory=device.type == "cuda",
-        persistent_workers=workers > 0,
-        prefetch_factor=4 if workers > 0 else None,
-        worker_init_fn=worker_init if workers > 0 else None,
-    )
 
 
 def _scheduler(optimizer, cfg: TrainConfig):
@@ -219,8 +203,11 @@ class _Trainer:
         val_set = ClipDataset(splits.val, pre, train=False, seed=cfg.seed, cache=cache)
         train_sampler = EpochSampler(len(train_set), shuffle=True, seed=cfg.seed, rank=rank.rank, world=rank.world)
         val_sampler = EpochSampler(len(val_set), shuffle=False, rank=rank.rank, world=rank.world)
-        train_loader = _make_loader(train_set, train_sampler, cfg, device)
-        val_loader = _make_loader(val_set, val_sampler, cfg, device) if len(val_set) else None
+        workers = default_workers() if cfg.workers is None else cfg.workers
+        train_loader = clip_loader(train_set, batch_size=cfg.batch_size, workers=workers, device=device,
+                                   pad_to=cfg.num_frames, sampler=train_sampler)
+        val_loader = clip_loader(val_set, batch_size=cfg.batch_size, workers=workers, device=device,
+                                 pad_to=cfg.num_frames, sampler=val_sampler) if len(val_set) else None
 
         torch.manual_seed(cfg.seed)  # the same initial weights on every rank and every run
         model_cfg = {**{k: v for k, v in cfg.model.items() if v is not None}, "in_channels": in_channels(cfg.input)}
@@ -246,9 +233,11 @@ class _Trainer:
         if rank.world > 1:
             net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
         if cfg.compile:
-            # CUDA graphs on a GPU (shapes are fixed: T is padded to num_frames, lengths only gather);
-            # measured 3.1x the eager ConvGRU step on an H100 (DESIGN.md).
-            net = torch.compile(net, mode="reduce-overhead" if device.type == "cuda" else None)
+            # CUDA graphs on one GPU: T is padded to num_frames and lengths only gather, so shapes change
+            # only with a short last batch (one more graph); 3.1x the eager ConvGRU step on an H100
+            # (DESIGN.md). Not under DDP, where CUDA graphs and BatchNorm buffers are known not to mix.
+            cuda_graphs = device.type == "cuda" and rank.world == 1
+            net = torch.compile(net, mode="reduce-overhead" if cuda_graphs else None)
 
         base = {
             "model": {"name": cfg.arch, "num_classes": len(classes), "config": asdict(model.config)},

@@ -294,7 +294,15 @@ def read_frames(path: str | Path, indices: Sequence[int], *, size: Size = None, 
     return np.stack([got[int(i)] for i in indices if int(i) in got])
 
 
-def load_clip(path: str | Path, *, num_frames: int, size: Size, sampling: str = "uniform", stride: int = 1,
+def sample_indices(total: int, num: int, *, sampling: str, stride: int = 1,
+                   rng: random.Random | None = None) -> list[int]:
+    """The frames one clip takes from a video of `total` frames, by `sampling` (see SAMPLINGS)."""
+    if sampling == "uniform":
+        return uniform_indices(total, num)
+    return clip_indices(total, num, stride=stride, rng=rng if sampling == "random" else None)
+
+
+def load_clip(path: str | Path, *, num_frames: int, size: Size, sampling: str = "center", stride: int = 1,
               rng: random.Random | None = None, threads: int = 1) -> tuple[np.ndarray, int]:
     """Probe, sample and decode one clip: (frames uint8 (num_frames, H, W, 3) RGB, true length).
 
@@ -304,13 +312,10 @@ def load_clip(path: str | Path, *, num_frames: int, size: Size, sampling: str = 
     """
     if sampling not in SAMPLINGS:
         raise ValueError(f"sampling should be one of {', '.join(SAMPLINGS)}, got {sampling!r}")
-    if sampling == "random":
-        rng = rng or random.Random()
+    rng = (rng or random.Random()) if sampling == "random" else None
 
     def sample(total: int) -> list[int]:
-        if sampling == "uniform":
-            return uniform_indices(total, num_frames)
-        return clip_indices(total, num_frames, stride=stride, rng=rng if sampling == "random" else None)
+        return sample_indices(total, num_frames, sampling=sampling, stride=stride, rng=rng)
 
     indices = sample(probe(path).frames)
     got, real_total = _read(path, indices, size, threads)
@@ -350,8 +355,8 @@ def window_bounds(total: int, *, window: int, stride: int) -> list[tuple[int, in
 
 
 def iter_windows(path: str | Path, *, window: int, stride: int, num_frames: int, size: Size,
-                 threads: int = 0) -> Iterator[Window]:
-    """Sliding windows over a long video, each `num_frames` sampled uniformly inside it.
+                 sampling: str = "center", frame_stride: int = 1, threads: int = 0) -> Iterator[Window]:
+    """Sliding windows over a long video, each sampled inside it as a whole video would be.
 
     The video is read once, in order; only frames some window samples are converted, and only those
     of windows still open are held, so memory is bounded by a window's frames, not the video's.
@@ -361,7 +366,10 @@ def iter_windows(path: str | Path, *, window: int, stride: int, num_frames: int,
     _check_size(size)
     total = probe(path).frames
     bounds = window_bounds(total, window=window, stride=stride)
-    plans = [[s + i for i in uniform_indices(e - s, num_frames)] for s, e in bounds]
+    if sampling not in ("center", "uniform"):
+        raise ValueError(f"window sampling should be 'center' or 'uniform', got {sampling!r}")
+    plans = [[s + i for i in sample_indices(e - s, num_frames, sampling=sampling, stride=frame_stride)]
+             for s, e in bounds]
     needed = sorted({i for plan in plans for i in plan})
     reader = _Reader(path, threads)
     held: dict[int, np.ndarray] = {}  # resized RGB frames of windows not yet yielded
