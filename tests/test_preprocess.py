@@ -13,7 +13,7 @@ def test_augmentation_is_the_same_for_every_frame_of_a_clip():
 
 
 def test_normalisation_and_padding_are_zero():
-    pre = Preprocess(mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
+    pre = Preprocess(input="rgb", mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
     clips = torch.full((1, 4, 3, 2, 2), 255, dtype=torch.uint8)
     x = to_model_input(clips, torch.tensor([2]), pre)
     assert torch.allclose(x[0, :2], torch.ones(2, 3, 2, 2)) and (x[0, 2:] == 0).all()

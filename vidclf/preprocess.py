@@ -21,7 +21,7 @@ class Preprocess:
     mean: tuple[float, float, float] = (0.45, 0.45, 0.45)  # per-channel, on the 0–1 scale
     std: tuple[float, float, float] = (0.225, 0.225, 0.225)
     interpolation: str = "linear"  # cv2.INTER_LINEAR: 10× faster than INTER_AREA at 640×480 → 112²
-    input: str = "rgb"  # rgb | diff (x_t − x_(t−1)) | rgb+diff (both, 6 channels)
+    input: str = "rgb+diff"  # rgb | diff (x_t − x_(t−1)) | rgb+diff (both, 6 channels): see README for why
 
 def in_channels(input_mode: str) -> int:
     if input_mode not in INPUT_MODES:

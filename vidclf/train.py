@@ -42,7 +42,7 @@ class TrainConfig:
     num_frames: int = 16  # frames per clip
     size: int = 64  # frames resized to size×size
     frame_stride: int = 1  # gap between the frames of a random training clip
-    input: str = "rgb"  # rgb | diff | rgb+diff
+    input: str = Preprocess.input  # rgb | diff | rgb+diff
     batch_size: int = 16
     epochs: int = 10
     lr: float = 1e-3
