@@ -6,8 +6,9 @@ Two tasks:
   rotates counter-clockwise or clockwise. Start position, start angle, speed, size, colours and
   textures are random per clip, and the scene wraps around the frame edges (a torus), so the
   position of the shape in any frame is uniform for every class: no single frame tells the class.
-- ``"speed"``: a random texture drifts in a random direction at about 1 px/frame (``"normal"``)
-  or 3.5 times that (``"fast"``); only the displacement between frames tells the class.
+- ``"speed"``: a textured object drifts over a static background in a random direction at about
+  1 px/frame (``"normal"``) or 3.5 times that (``"fast"``), with sensor noise and flicker; neither
+  one frame nor how much of the image changes tells the class, only the motion itself.
 
 Rendering is numpy plus OpenCV's ``warpAffine`` (with ``BORDER_WRAP``) and takes well under a
 millisecond per frame at 64x64.
@@ -121,25 +122,32 @@ def _render_motion(name: str, frames: int, size: int, rng: np.random.Generator) 
 
 
 def _render_speed(name: str, frames: int, size: int, rng: np.random.Generator) -> np.ndarray:
-    # A texture with some structure: a smooth field plus a few random blobs, drifting as a whole.
+    # A textured object drifting over a static textured background, as a camera on a fixed mount
+    # sees it, with sensor noise and flicker. The object covers 10-50% of the frame, so how much of
+    # the image changes says little about how fast it moves: only the motion itself tells the class.
     import cv2
 
-    scene = _texture(rng, size, _random_colour(rng), cells=int(rng.integers(4, 9)))
-    for _ in range(int(rng.integers(3, 7))):
-        centre = (int(rng.integers(size)), int(rng.integers(size)))
-        radius = int(rng.integers(max(2, size // 16), max(3, size // 6)))
-        colour = _random_colour(rng).tolist()
-        for ox in (-size, 0, size):  # draw the wrapped copies too, so the scene stays seamless
-            for oy in (-size, 0, size):
-                cv2.circle(scene, (centre[0] + ox, centre[1] + oy), radius, colour, -1, lineType=cv2.LINE_AA)
+    background = _texture(rng, size, _random_colour(rng), cells=int(rng.integers(3, 7)))
+    texture = _texture(rng, size, _random_colour(rng), cells=int(rng.integers(4, 9)))
+    alpha = np.zeros((size, size), np.float32)
+    area = rng.uniform(0.10, 0.50) * size * size
+    aspect = rng.uniform(0.5, 2.0)
+    axes = (max(2, int(math.sqrt(area / math.pi * aspect))), max(2, int(math.sqrt(area / math.pi / aspect))))
+    cv2.ellipse(alpha, (size // 2, size // 2), axes, float(rng.uniform(0, 180)), 0, 360, 1.0, -1, cv2.LINE_AA)
+    layer = np.concatenate([texture, alpha[..., None]], axis=2)  # (H, W, 4)
     base = rng.uniform(0.8, 1.25) * size / 64  # about 1 px/frame at 64x64 for "normal"
     speed = base * (SPEED_FACTOR if name == "fast" else 1.0)
     heading = rng.uniform(0, 2 * math.pi)
     x0, y0 = rng.uniform(0, size, size=2)
+    noise = rng.uniform(0.0, 8.0)  # sensor noise, standard deviation in grey levels
+    flicker = rng.uniform(0.0, 0.04)  # frame-to-frame gain changes (lighting, auto exposure)
     out = np.empty((frames, size, size, 3), np.uint8)
     for t in range(frames):
-        shifted = _warp(scene, 0.0, x0 + math.cos(heading) * speed * t, y0 + math.sin(heading) * speed * t, size)
-        out[t] = np.clip(shifted + 0.5, 0, 255).astype(np.uint8)
+        warped = _warp(layer, 0.0, x0 + math.cos(heading) * speed * t, y0 + math.sin(heading) * speed * t, size)
+        a = warped[..., 3:4]
+        image = (warped[..., :3] * a + background * (1 - a)) * (1 + flicker * rng.standard_normal())
+        image += rng.normal(0.0, noise, size=image.shape)
+        out[t] = np.clip(image + 0.5, 0, 255).astype(np.uint8)
     return out
 
 
