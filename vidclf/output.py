@@ -14,7 +14,7 @@ FORMATS = ("table", "jsonl", "json", "csv")
 
 # Rich honours NO_COLOR and drops styling when the stream is not a terminal.
 stdout = Console(soft_wrap=True)
-stderr = Console(stderr=True)
+stderr = Console(stderr=True, soft_wrap=True)  # log lines are not wrapped into a pipe
 
 
 def default_format() -> str:

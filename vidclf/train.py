@@ -281,7 +281,7 @@ class _Trainer:
                 TextColumn(f"epoch {epoch + 1}/{cfg.epochs}"), BarColumn(), MofNCompleteColumn(),
                 TextColumn("loss {task.fields[loss]:.4f} acc {task.fields[acc]:.3f} {task.fields[rate]:.1f} clips/s"),
                 TimeElapsedColumn(), console=console, transient=True,
-                disable=not (self.show_progress and rank.is_main),
+                disable=not (self.show_progress and rank.is_main and console.is_terminal),  # no bars in logs
             )
             steps = len(train_loader) + skip
             step = skip
