@@ -63,6 +63,13 @@ def _ints(text: Optional[str], name: str) -> Optional[tuple[int, ...]]:
         raise typer.BadParameter(f"expected comma-separated integers like 32,32, got {text!r}", param_hint=name)
 
 
+# The train/summary flag that sets each architecture option (`vidclf models` shows them).
+MODEL_FLAGS = {"backbone": "--backbone", "pretrained": "--pretrained", "freeze_backbone": "--freeze-backbone",
+               "rnn": "--rnn", "hidden_size": "--hidden-size", "num_layers": "--layers",
+               "bidirectional": "--bidirectional", "dropout": "--dropout", "hidden_channels": "--hidden-channels",
+               "kernel_sizes": "--kernel-sizes", "in_channels": "--input"}
+
+
 def _model_options(backbone, pretrained, freeze_backbone, rnn, hidden_size, layers, bidirectional, dropout,
                    hidden_channels, kernel_sizes) -> dict:
     options = {
@@ -184,17 +191,18 @@ def list_models(
         from vidclf.models import MODELS, model_options
         from vidclf.output import stdout
 
-        listing = {name: [{"option": o[0], "type": o[1], "default": o[2], "help": o[3]} for o in model_options(name)]
-                   for name in MODELS}
+        listing = {name: [{"option": o[0], "flag": MODEL_FLAGS.get(o[0]), "type": o[1], "default": o[2],
+                           "help": o[3]} for o in model_options(name)] for name in MODELS}
         if format is ReportFormat.json:
             print(json.dumps(listing, indent=2, default=str))
             return
         for name, options in listing.items():
             table = Table(title=name, title_justify="left")
-            for col in ("option", "type", "default", "help"):
+            for col in ("option", "flag", "type", "default", "help"):
                 table.add_column(col)
             for o in options:
-                table.add_row(o["option"], str(o["type"]), repr(o["default"]), o["help"])
+                table.add_row(o["option"], o["flag"] or "(Python API only)", str(o["type"]), repr(o["default"]),
+                              o["help"])
             stdout.print(table)
 
 
