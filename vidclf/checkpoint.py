@@ -41,6 +41,9 @@ def load(path: str | Path, *, map_location: str | torch.device = "cpu") -> dict[
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint file")
+    with open(path, "rb") as f:
+        if f.read(4) != b"PK\x03\x04":  # torch.save has written zip archives since torch 1.6
+            raise CheckpointError(f"{path}: not a checkpoint file (not the zip archive torch.save writes)")
     try:
         checkpoint = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
