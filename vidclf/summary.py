@@ -66,7 +66,8 @@ def summary_table(summary: Summary) -> Table:
     table = Table(title=f"{summary.name} — one clip of (T, C, H, W) = {summary.input_shape}",
                   caption=f"parameters: {summary.trainable + summary.frozen:,} ({summary.trainable:,} trainable, "
                           f"{summary.frozen:,} frozen) · forward: {summary.gflops:.3f} GFLOP per clip "
-                          f"(convolutions and matrix products)")
+                          f"(convolutions and matrix products)\nshapes for a batch of 1; per-frame blocks fold time "
+                          f"into the batch, so their first dimension is B·T")
     table.add_column("block")
     table.add_column("type")
     table.add_column("output shape", justify="right")
