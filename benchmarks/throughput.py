@@ -158,8 +158,11 @@ def main() -> None:
     workers = default_workers() if args.workers is None else args.workers
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp) / "data"
-        paths = write_dataset(data, clips_per_class=args.clips_per_class, frames=args.frames,
-                              size=args.source_size or args.size, seed=0)
+        # Written in a child process: OpenCV stays out of this one, as in `vidclf train`, so the loop's
+        # workers fork (a process that ran OpenCV starts them from a forkserver, which costs seconds).
+        with multiprocessing.get_context("spawn").Pool(1) as pool:
+            paths = pool.apply(write_dataset, (data,), dict(clips_per_class=args.clips_per_class, frames=args.frames,
+                                                             size=args.source_size or args.size, seed=0))
         table = Table(title=f"{device}, B={args.batch_size}, T={args.frames}, {args.size}², {len(paths)} clips, "
                             f"{workers} workers, torch {torch.__version__}")
         for col in ("arch", "what", "clips/s", "data wait", "vs (a)", "peak memory"):
