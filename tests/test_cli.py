@@ -226,3 +226,17 @@ def test_predict_into_head_exits_quietly(trained, synth_data):
         shell=True, input=paths, capture_output=True, text=True, executable="/bin/bash")
     assert json.loads(done.stdout)["error"] is None
     assert done.stderr == ""
+
+
+
+def test_one_file_decodes_here_with_opencv_threads(trained, synth_data, monkeypatch):
+    """Fewer files than cores: no worker processes, and OpenCV threads the decoder (threads=0)."""
+    from vidclf import video
+
+    used, real_load = [], video.load_clip
+    monkeypatch.setattr(video, "load_clip", lambda *a, **k: used.append(k["threads"]) or real_load(*a, **k))
+    monkeypatch.setattr("vidclf.train.default_workers", lambda: 2)
+    clip = str(next(synth_data.rglob("*.mp4")))
+    result = invoke("predict", clip, "--model", trained, "--format", "jsonl")
+    assert result.exit_code == 0, result.output
+    assert used == [0]  # decoded in this process (a worker's call would not be seen here), threaded

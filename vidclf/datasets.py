@@ -196,12 +196,13 @@ class ClipDataset(torch.utils.data.Dataset):
     """
 
     def __init__(self, samples: Sequence[Sample], pre: Preprocess, *, train: bool = False,
-                 seed: int = 0, cache: ClipCache | None = None):
+                 seed: int = 0, cache: ClipCache | None = None, threads: int = 1):
         self.samples = list(samples)
         self.pre = pre
         self.train = train
         self.seed = seed
         self.cache = cache
+        self.threads = threads  # decoder threads per clip: 1 in workers, 0 (OpenCV's choice) for few large files
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -215,7 +216,7 @@ class ClipDataset(torch.utils.data.Dataset):
             frames = self.cache.get(path, settings) if self.cache else None
             if frames is None:
                 frames, length = video.load_clip(path, num_frames=pre.num_frames, size=pre.size,
-                                                 sampling=pre.sampling, stride=pre.frame_stride)
+                                                 sampling=pre.sampling, stride=pre.frame_stride, threads=self.threads)
                 frames = frames[:length]
                 if self.cache:
                     self.cache.put(path, settings, frames)
