@@ -415,9 +415,10 @@ def predict(
                     stream = (predict_windows(p, clf, device=dev, dtype=dtype, window=window, stride=stride,
                                               batch_size=batch_size, top_k=top_k) for p in paths)
                 else:
-                    # Fewer files than cores: decode here with OpenCV's threads rather than a process per file.
-                    n_workers = (0 if len(paths) < default_workers() else default_workers()) if workers is None \
-                        else workers
+                    n_workers = workers
+                    if n_workers is None:  # fewer files than cores: decode here, threaded by OpenCV
+                        cores = default_workers()
+                        n_workers = 0 if len(paths) < cores else cores
                     stream = predict_files(paths, clf, device=dev, dtype=dtype, batch_size=batch_size,
                                            workers=n_workers, top_k=top_k)
                 for record in stream:

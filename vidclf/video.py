@@ -189,7 +189,7 @@ def clip_indices(total: int, num: int, *, stride: int, rng: random.Random | None
     if num > 1:
         stride = min(stride, (total - 1) // (num - 1))
     span = (num - 1) * stride + 1
-    start = rng.randrange(total - span + 1) if rng else (total - span) // 2
+    start = rng.randrange(total - span + 1) if rng is not None else (total - span) // 2
     return list(range(start, start + span, stride))
 
 
@@ -313,14 +313,10 @@ def load_clip(path: str | Path, *, num_frames: int, size: Size, sampling: str = 
     if sampling not in SAMPLINGS:
         raise ValueError(f"sampling should be one of {', '.join(SAMPLINGS)}, got {sampling!r}")
     rng = (rng or random.Random()) if sampling == "random" else None
-
-    def sample(total: int) -> list[int]:
-        return sample_indices(total, num_frames, sampling=sampling, stride=stride, rng=rng)
-
-    indices = sample(probe(path).frames)
+    indices = sample_indices(probe(path).frames, num_frames, sampling=sampling, stride=stride, rng=rng)
     got, real_total = _read(path, indices, size, threads)
     if real_total and len(got) < min(num_frames, real_total):
-        indices = sample(real_total)
+        indices = sample_indices(real_total, num_frames, sampling=sampling, stride=stride, rng=rng)
         got, _ = _read(path, indices, size, threads)
     if not got:
         raise _no_frame(path, None)
