@@ -36,6 +36,16 @@ def test_six_input_channels(name):
 
 
 @pytest.mark.parametrize("name,options", VARIANTS)
+def test_without_lengths_every_clip_is_full_length(name, options):
+    """`model(x)` works like any torchvision model: the same as lengths of T for every clip."""
+    torch.manual_seed(0)
+    model = build_model(name, 5, **options).eval()
+    x = torch.randn(2, 4, 3, 32, 32)
+    assert torch.equal(model(x), model(x, torch.tensor([4, 4])))
+    assert not torch.equal(model(x), model(x, torch.tensor([2, 2])))  # lengths, when given, still count
+
+
+@pytest.mark.parametrize("name,options", VARIANTS)
 def test_padding_never_changes_the_logits(name, options):
     torch.manual_seed(0)
     model = build_model(name, 5, **options).eval()

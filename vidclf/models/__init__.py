@@ -1,6 +1,7 @@
 """The architectures, by name: `build_model(name, num_classes, **config)` makes any of them.
 
-Every model takes float (B, T, C, H, W) clips and their lengths (B,) and returns logits
+Every model takes float (B, T, C, H, W) clips and, optionally, their lengths (B,) (without them
+every clip is T frames long, so `model(x)` works as for any torchvision model) and returns logits
 (B, num_classes); `forward_features` and `forward_head` are separate, and `model.config` is the
 dataclass that rebuilds it (`build_model(name, n, **asdict(model.config))`).
 """
@@ -10,6 +11,7 @@ from __future__ import annotations
 from dataclasses import MISSING, fields
 from typing import Callable
 
+import torch
 from torch import nn
 
 MODELS: dict[str, tuple[type, Callable[..., nn.Module]]] = {}
@@ -29,6 +31,13 @@ def _lookup(name: str) -> tuple[type, Callable[..., nn.Module]]:
     if name not in MODELS:
         raise ValueError(f"unknown architecture {name!r}; choose one of {', '.join(sorted(MODELS))}")
     return MODELS[name]
+
+
+def lengths_or_full(x: torch.Tensor, lengths: torch.Tensor | None) -> torch.Tensor:
+    """`lengths` as given, or T for every clip of x (B, T, …)."""
+    if lengths is not None:
+        return lengths
+    return torch.full((x.shape[0],), x.shape[1], dtype=torch.long, device=x.device)
 
 
 def build_model(name: str, num_classes: int, **config) -> nn.Module:

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from vidclf.models import register
+from vidclf.models import lengths_or_full, register
 
 RNNS = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}
 BACKBONES = ("small", "resnet18", "mobilenet_v3_small")
@@ -141,8 +141,9 @@ class CnnLstm(nn.Module):
         maps = self.backbone(frames)  # (B*T, width, h, w)
         return self.project(self.pool(maps)).view(B, T, -1)  # (B*T, width·grid²) → (B, T, feature_size)
 
-    def forward_features(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        """(B, T, C, H, W), lengths (B,) → (B, hidden): the state after each clip's own last frame."""
+    def forward_features(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, T, C, H, W), lengths (B,) or None (all T) → (B, hidden): the state after each clip's own last frame."""
+        lengths = lengths_or_full(x, lengths)
         seq = self.frame_features(x)  # (B, T, feature_size)
         if self.config.motion_features:
             # [p_t, p_t - p_{t-1}] (zero change at t = 0): direction becomes linear in the input, so the
@@ -161,7 +162,7 @@ class CnnLstm(nn.Module):
     def forward_head(self, features: torch.Tensor) -> torch.Tensor:
         return self.head(self.dropout(features))
 
-    def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         return self.forward_head(self.forward_features(x, lengths))
 
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from vidclf.models import register
+from vidclf.models import lengths_or_full, register
 
 
 @dataclass
@@ -151,8 +151,9 @@ class ConvRecurrentNet(nn.Module):
         self.dropout = nn.Dropout(c.dropout)
         self.head = nn.Linear(channels, num_classes)
 
-    def forward_features(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        """(B, T, C, H, W), lengths (B,) → (B, hidden): the last layer's state at each clip's last frame."""
+    def forward_features(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, T, C, H, W), lengths (B,) or None (all T) → (B, hidden): the last layer's state at each clip's last frame."""
+        lengths = lengths_or_full(x, lengths)
         B, T, C, H, W = x.shape  # batch, time, channels, height, width
         maps = self.stem(x.reshape(B * T, C, H, W))
         seq = maps.view(B, T, *maps.shape[1:])  # (B*T, c, h, w) → (B, T, c, h, w)
@@ -165,7 +166,7 @@ class ConvRecurrentNet(nn.Module):
     def forward_head(self, features: torch.Tensor) -> torch.Tensor:
         return self.head(self.dropout(features))
 
-    def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         return self.forward_head(self.forward_features(x, lengths))
 
 
