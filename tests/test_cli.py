@@ -231,10 +231,11 @@ def test_predict_into_head_exits_quietly(trained, synth_data):
 
 def test_one_file_decodes_here_with_opencv_threads(trained, synth_data, monkeypatch):
     """Fewer files than cores: no worker processes, and OpenCV threads the decoder (threads=0)."""
-    from vidclf import video
+    from vidclf.decoder import Decoder
 
-    used, real_load = [], video.load_clip
-    monkeypatch.setattr(video, "load_clip", lambda *a, **k: used.append(k["threads"]) or real_load(*a, **k))
+    used, real_call = [], Decoder.call
+    monkeypatch.setattr(Decoder, "call", lambda self, name, *a, **k: used.append(k.get("threads", name))
+                        or real_call(self, name, *a, **k))
     monkeypatch.setattr("vidclf.train.default_workers", lambda: 2)
     clip = str(next(synth_data.rglob("*.mp4")))
     result = invoke("predict", clip, "--model", trained, "--format", "jsonl")

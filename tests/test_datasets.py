@@ -7,7 +7,9 @@ import pytest
 import torch
 
 from vidclf import video
-from vidclf.datasets import (ClipCache, ClipDataset, EpochSampler, Failure, Sample, collate, scan,
+from vidclf.cache import ClipCache, parse_size
+from vidclf.decoder import Decoder
+from vidclf.datasets import (Clip, ClipDataset, EpochSampler, Failure, Sample, collate, scan,
                              stratified_split)
 from vidclf.errors import DatasetError
 from vidclf.preprocess import Preprocess
@@ -72,12 +74,12 @@ def test_bad_manifest_and_missing_root_name_the_file(tmp_path):
 def test_collate_pads_to_the_longest_clip_and_keeps_lengths():
     a = torch.full((3, 3, 4, 4), 7, dtype=torch.uint8)
     b = torch.full((5, 3, 4, 4), 9, dtype=torch.uint8)
-    batch = collate([(a, 3, 1, 0), Failure("bad.mp4", "bad.mp4: broken", 1), (b, 5, 0, 2)])
+    batch = collate([Clip(a, 3, 1, 0), Failure("bad.mp4", "bad.mp4: broken", 1), Clip(b, 5, 0, 2)])
     assert batch.clips.shape == (2, 5, 3, 4, 4)
     assert batch.lengths.tolist() == [3, 5] and batch.labels.tolist() == [1, 0] and batch.indices.tolist() == [0, 2]
     assert (batch.clips[0, :3] == 7).all() and (batch.clips[0, 3:] == 0).all()
     assert batch.failures == [Failure("bad.mp4", "bad.mp4: broken", 1)]
-    assert collate([(a, 3, 1, 0)], pad_to=8).clips.shape[1] == 8
+    assert collate([Clip(a, 3, 1, 0)], pad_to=8).clips.shape[1] == 8
 
 
 def test_dataset_serves_uint8_clips_and_reports_bad_videos(synth_data, tmp_path):
@@ -86,8 +88,8 @@ def test_dataset_serves_uint8_clips_and_reports_bad_videos(synth_data, tmp_path)
     good = next(synth_data.rglob("*.mp4"))
     pre = Preprocess(num_frames=8, size=24)
     ds = ClipDataset([Sample(str(good), 2), Sample(str(bad), 1)], pre)
-    clip, length, label, index = ds[0]
-    assert clip.dtype == torch.uint8 and clip.shape == (8, 3, 24, 24) and (length, label, index) == (8, 2, 0)
+    clip, length, label, index, failures, _ = ds[0]
+    assert not failures and clip.dtype == torch.uint8 and clip.shape == (8, 3, 24, 24) and (length, label, index) == (8, 2, 0)
     failure = ds[1]
     assert isinstance(failure, Failure) and "broken.mp4" in failure.reason and failure.index == 1
 
@@ -102,8 +104,9 @@ def test_cache_serves_entries_and_rebuilds_corrupt_or_stale_ones(synth_data, tmp
     src = next(synth_data.rglob("*.mp4"))
     path = tmp_path / "clip.mp4"
     path.write_bytes(src.read_bytes())
-    cache = ClipCache(tmp_path / "cache")
-    ds = ClipDataset([Sample(str(path), 0)], Preprocess(num_frames=4, size=16), cache=cache)
+    cache = ClipCache(tmp_path / "cache", max_bytes=10**9)
+    ds = ClipDataset([Sample(str(path), 0)], Preprocess(num_frames=4, size=16), cache=cache,
+                     decoder=Decoder(timeout=None))  # decodes in this process, where the test counts them
     first = ds[0][0]
     entries = list((tmp_path / "cache").rglob("*.npy"))
     assert len(entries) == 1
@@ -156,3 +159,83 @@ print(next(iter(loader)).clips.shape)
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert "torch.Size([1, 4, 3, 16, 16])" in done.stdout
+
+
+def _bad_and_good(synth_data, tmp_path, bad: int, good: int) -> list[Sample]:
+    samples = [Sample(str(p), 0) for p in sorted(synth_data.rglob("*.mp4"))[:good]]
+    for i in range(bad):
+        (tmp_path / f"bad{i}.mp4").write_text("not a video")
+        samples.append(Sample(str(tmp_path / f"bad{i}.mp4"), 1))
+    return sorted(samples)
+
+
+def test_training_replaces_a_bad_video_with_a_readable_one_the_same_way_every_time(synth_data, tmp_path):
+    samples = _bad_and_good(synth_data, tmp_path, bad=3, good=3)
+    ds = ClipDataset(samples, Preprocess(num_frames=4, size=16), train=True, seed=1)
+    bad = next(i for i, s in enumerate(samples) if "bad" in s.path)
+    item = ds[(bad, 2)]
+    assert isinstance(item, Clip) and "bad" not in samples[item.index].path and item.label == 0
+    assert item.failures and item.failures[0].path == samples[bad].path and "text file" in item.failures[0].reason
+    again = ClipDataset(samples, Preprocess(num_frames=4, size=16), train=True, seed=1)[(bad, 2)]  # a fresh worker
+    assert again.index == item.index and torch.equal(again.frames, item.frames)
+    chosen = {ds[(bad, epoch)].index for epoch in range(12)}
+    assert len(chosen) > 1  # the replacement is drawn per epoch, not always the same neighbour
+
+
+def test_training_with_nothing_readable_gives_failures(tmp_path, synth_data):
+    samples = _bad_and_good(synth_data, tmp_path, bad=3, good=0)
+    batch = collate([ClipDataset(samples, Preprocess(num_frames=4, size=16), train=True)[(i, 0)] for i in range(3)])
+    assert len(batch.lengths) == 0 and len(batch.failures) == 3
+
+
+def test_evaluation_never_replaces_and_sharding_without_padding_serves_each_key_once():
+    ranks = [EpochSampler(7, shuffle=False, rank=r, world=3, pad=False) for r in range(3)]
+    keys = [k for r in ranks for k, _ in r]
+    assert sorted(keys) == list(range(7)) and [len(r) for r in ranks] == [3, 2, 2]
+    padded = [list(EpochSampler(7, shuffle=True, rank=r, world=3)) for r in range(3)]
+    assert [len(p) for p in padded] == [3, 3, 3]  # training: equal steps on every rank
+
+
+def test_cache_size_units():
+    assert parse_size("500MB") == 500 * 10**6 and parse_size("20GB") == 20 * 10**9
+    assert parse_size("1.5GiB") == int(1.5 * 2**30) and parse_size("0") == 0
+    with pytest.raises(ValueError, match="--cache-size"):
+        parse_size("lots")
+
+
+def _entry_bytes(folder) -> int:
+    return sum(p.stat().st_size for p in folder.rglob("*.npy"))
+
+
+def test_cache_stays_within_its_bound_and_evicts_the_least_recently_used(synth_data, tmp_path):
+    paths = sorted(synth_data.rglob("*.mp4"))[:8]
+    folder = tmp_path / "cache"
+    one = ClipCache(folder, max_bytes=10**9)
+    one.put(str(paths[0]), "s", np.zeros((4, 16, 16, 3), np.uint8))
+    entry = _entry_bytes(folder)
+    cache = ClipCache(folder, max_bytes=3 * entry)  # room for three entries
+    for i, p in enumerate(paths[1:], start=1):
+        cache.put(str(p), "s", np.full((4, 16, 16, 3), i, np.uint8))
+        assert _entry_bytes(folder) <= 3 * entry
+        os.utime(next(folder.rglob("*.npy")), (0, 0))  # make some entry the oldest, so it is evicted next
+        assert cache.get(str(paths[i]), "s") is not None  # what was just written is there
+    assert cache.size() == _entry_bytes(folder) > 0
+    assert not list(folder.rglob("*.tmp"))  # no half-written entries left behind
+
+
+def test_a_full_disk_turns_the_cache_off_with_one_warning_and_clips_are_still_served(synth_data, tmp_path,
+                                                                                    monkeypatch):
+    import errno
+
+    def disk_full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    cache = ClipCache(tmp_path / "cache", max_bytes=10**9)
+    ds = ClipDataset([Sample(str(p), 0) for p in sorted(synth_data.rglob("*.mp4"))[:2]],
+                     Preprocess(num_frames=4, size=16), cache=cache)
+    monkeypatch.setattr(np, "save", disk_full)
+    first, second = ds[0], ds[1]
+    assert first.frames.shape == (4, 3, 16, 16) and second.frames.shape == (4, 3, 16, 16)
+    assert "No space left on device" in first.warning and second.warning == first.warning
+    assert not list((tmp_path / "cache").rglob("*.tmp"))
+    assert not ClipCache(tmp_path / "file.txt" / "cache", max_bytes=1).usable() or os.geteuid() == 0

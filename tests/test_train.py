@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import csv
 import os
+import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import torch
 from rich.console import Console
 
+from vidclf.datasets import scan
 from vidclf.train import StopSignal, TrainConfig, fit
 
 quiet = Console(stderr=True, quiet=True)
@@ -90,3 +93,42 @@ def test_compile_option_trains_a_compiled_model(synth_data, tmp_path, monkeypatc
                  console=quiet, show_progress=False)
     assert modes == [None]
     assert result.history[0]["train_clips"] > 0 and result.best is not None
+
+
+RANK_SCRIPT = """
+import os, sys, torch
+from rich.console import Console
+from vidclf.train import TrainConfig, fit
+data, out, seed = sys.argv[1], sys.argv[2], int(sys.argv[3])
+cfg = TrainConfig(data=data, num_frames=8, size=32, batch_size=1, epochs=2, workers=0, cache=None, out=out,
+                  device="cpu", seed=seed, val_split=0.34)
+result = fit(cfg, console=Console(stderr=True, quiet=True), show_progress=False)
+torch.save({"steps": result.steps, "params": dict(result.model.named_parameters()), "history": result.history},
+           f"{out}/rank{os.environ['RANK']}.pt")
+"""
+
+
+def test_torchrun_with_bad_files_on_uneven_ranks_steps_together_and_ends_with_equal_weights(synth_data, tmp_path):
+    """The hang of issue 13: a rank whose batch held only bad files skipped its step while the other
+    all-reduced. Now bad files are replaced, so both ranks take every step and end identical."""
+    data = tmp_path / "data"
+    shutil.copytree(synth_data, data)
+    for i, folder in enumerate(sorted(p for p in data.iterdir() if p.is_dir())):
+        for j in range(2):
+            (folder / f"bad_{i}{j}.mp4").write_text("a text file named .mp4")
+    script = tmp_path / "rank.py"
+    script.write_text(RANK_SCRIPT)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29518",
+           str(script), str(data), str(tmp_path), "1"]
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    a, b = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(2))
+    splits = scan(data, val_split=0.34, seed=1)
+    steps = -(-len(splits.train) // 2)  # batches of 1, the training set shared by 2 ranks
+    assert a["steps"] == b["steps"] == 2 * steps  # 2 epochs
+    for name, value in a["params"].items():
+        assert torch.equal(value, b["params"][name]), name
+    assert all(row["train_clips"] == 2 * steps for row in a["history"])  # every step of every rank had a clip
+    readable = [s for s in splits.val if not Path(s.path).name.startswith("bad_")]
+    assert all(row["val_clips"] == len(readable) for row in a["history"])  # each counted once, none twice

@@ -1,28 +1,80 @@
-"""`vidclf check`: what a dataset holds, per class, and which files cannot be read."""
+"""`vidclf check`: what a dataset holds, per class, and which files cannot be read or are suspect.
+
+Files are checked in parallel by threads, each driving its own decoding process (`decoder.py`), so
+a file that stalls costs one thread `timeout` seconds and never hangs the check.
+"""
 
 from __future__ import annotations
 
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 from vidclf.datasets import find_videos
+from vidclf.decoder import Decoder
+from vidclf.errors import DatasetError
 
 
-def check_videos(paths: Sequence[str | Path], *, progress=None) -> dict:
-    """Probe every video and decode its first frame; a clip's class is its parent folder's name."""
-    from vidclf import video
+def check_videos(paths: Sequence[str | Path], *, workers: int = 1, deep: bool = False,
+                 decode_timeout: float | None = None, progress: Callable[[Path], None] | None = None) -> dict:
+    """Probe every video and decode its first frame, or with `deep` every frame.
 
-    classes: dict[str, dict] = {}
-    failed = []
-    for path in find_videos(paths):
+    A clip's class is its parent folder's name. `deep` also lists files whose container promises more
+    frames than decode (truncated, ending early) or fewer (a header that lies) under `suspect`.
+    """
+    files = list(find_videos(paths))
+    if not files:
+        raise DatasetError(f"{', '.join(map(str, paths))}: no video files found")
+    local = threading.local()  # one decoder (one child process) per thread
+
+    def check_one(path: Path) -> dict:
+        if not hasattr(local, "decoder"):
+            local.decoder = Decoder(decode_timeout)
+        result = _check_file(path, local.decoder, deep)
         if progress is not None:
             progress(path)
-        try:
-            info = video.probe(path)
-            video.read_frames(path, [0])
-        except video.VideoError as err:
-            failed.append({"path": str(path), "error": str(err)})
+        return result
+
+    with ThreadPoolExecutor(max(1, workers)) as pool:
+        results = list(pool.map(check_one, files))
+    return _report(results)
+
+
+def _check_file(path: Path, decoder: Decoder, deep: bool) -> dict:
+    from vidclf.video import VideoError
+
+    try:
+        info = decoder.call("probe", path)
+        if deep:
+            decoded = decoder.call("probe", path, exact=True).frames  # decodes every frame
+        else:
+            decoder.call("read_frames", path, [0])
+            decoded = None
+    except VideoError as err:
+        return {"path": str(path), "error": str(err)}
+    return {"path": str(path), "error": None, "info": info, "decoded": decoded}
+
+
+def _suspicion(header: int, decoded: int) -> str | None:
+    if decoded < header:
+        return f"ends early: {decoded} of the {header} frames its header lists decode (truncated?)"
+    if decoded > header:
+        return f"its header lists {header} frames but {decoded} decode"
+    return None
+
+
+def _report(results: list[dict]) -> dict:
+    classes: dict[str, dict] = {}
+    failed, suspect = [], []
+    for r in results:
+        if r["error"]:
+            failed.append({"path": r["path"], "error": r["error"]})
             continue
+        info, path = r["info"], Path(r["path"])
+        if r["decoded"] is not None and (problem := _suspicion(info.frames, r["decoded"])):
+            suspect.append({"path": r["path"], "header_frames": info.frames, "decoded_frames": r["decoded"],
+                            "problem": f"{path}: {problem}"})
         row = classes.setdefault(path.parent.name, {"class": path.parent.name, "clips": 0, "duration": 0.0,
                                                     "min_size": None, "max_size": None})
         row["clips"] += 1
@@ -35,4 +87,4 @@ def check_videos(paths: Sequence[str | Path], *, progress=None) -> dict:
     rows = [classes[name] for name in sorted(classes)]
     for row in rows:
         row["duration"] = round(row["duration"], 3)
-    return {"classes": rows, "num_clips": sum(r["clips"] for r in rows), "failed": failed}
+    return {"classes": rows, "num_clips": sum(r["clips"] for r in rows), "failed": failed, "suspect": suspect}

@@ -40,6 +40,9 @@ Verbose = Annotated[bool, typer.Option("--verbose", "-v", help="Show full traceb
 Device = Annotated[str, typer.Option(help="auto (CUDA when available), cpu, or cuda[:N].")]
 Precision = Annotated[str, typer.Option(help="auto (bf16/fp16 on CUDA, fp32 on CPU), 32, bf16 or 16.")]
 Workers = Annotated[Optional[int], typer.Option(help="Decoding processes. [default: the cores this process may use]")]
+DecodeTimeout = Annotated[float, typer.Option(
+    min=0, help="Abandon a video after this many seconds without a decoded frame (a stalled network mount); "
+         "0 decodes in-process with no watchdog.")]
 
 # Architecture options: None means "the architecture's default" and is not passed on.
 Backbone = Annotated[Optional[str], typer.Option(help="cnn-lstm: small, resnet18 or mobilenet_v3_small.", rich_help_panel="Model")]
@@ -146,10 +149,14 @@ def synth(
 def check(
     paths: Annotated[Optional[list[Path]], typer.Argument(help="Dataset folders or video files. [default: data]")] = None,
     format: Annotated[ReportFormat, typer.Option("--format", "-f", help="table for people, json for scripts.")] = ReportFormat.table,
+    deep: Annotated[bool, typer.Option(help="Decode every frame: also find files that end early or whose header lies.")] = False,
+    workers: Workers = None,
+    decode_timeout: DecodeTimeout = 60.0,
     quiet: Quiet = False,
     verbose: Verbose = False,
 ) -> None:
-    """Scan videos: clips, duration and frame sizes per class, and every unreadable file (exit 1 if any)."""
+    """Scan videos: clips, duration and frame sizes per class, every unreadable file and, with --deep,
+    every suspect one (exit 1 if any)."""
     with _errors(verbose):
         import json
 
@@ -157,10 +164,12 @@ def check(
 
         from vidclf.check import check_videos
         from vidclf.output import stderr, stdout
+        from vidclf.train import default_workers
 
         with _progress(quiet) as progress:
             task = progress.add_task("checking", total=None)
-            report = check_videos(paths or [Path("data")], progress=lambda _: progress.advance(task))
+            report = check_videos(paths or [Path("data")], workers=workers or default_workers() or 1, deep=deep,
+                                  decode_timeout=decode_timeout or None, progress=lambda _: progress.advance(task))
         if format is ReportFormat.json:
             print(json.dumps(report, ensure_ascii=False, indent=2))
         else:
@@ -173,7 +182,9 @@ def check(
             stdout.print(table)
             for failure in report["failed"]:
                 stderr.print(f"[red]unreadable[/] {failure['error']}", highlight=False)
-        if report["failed"]:
+            for suspect in report["suspect"]:
+                stderr.print(f"[yellow]suspect[/] {suspect['problem']}", highlight=False)
+        if report["failed"] or report["suspect"]:
             raise typer.Exit(1)
 
 
@@ -258,6 +269,8 @@ def train(
     precision: Precision = "auto",
     cache: Annotated[Optional[str], typer.Option(help="Decode cache folder. [default: ~/.cache/vidclf/clips]")] = None,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Decode every clip every epoch.")] = False,
+    cache_size: Annotated[str, typer.Option(help="Bound on the cache's disk use (500MB, 20GB); least recently used entries go.")] = "20GB",
+    decode_timeout: DecodeTimeout = 60.0,
     compile: Annotated[bool, typer.Option(help="torch.compile the model (slow start; pays off on GPUs).")] = False,
     out: Annotated[str, typer.Option(help="Run folders (checkpoints, metrics.csv) go under here.")] = "models",
     resume: Annotated[Optional[Path], typer.Option(help="Continue the run of this last.pt (its settings are kept).")] = None,
@@ -271,7 +284,8 @@ def train(
 
         cache_dir = None if no_cache else (cache or "")
         if resume is not None:
-            cfg = resume_config(resume, epochs=epochs, device=device, precision=precision, workers=workers)
+            cfg = resume_config(resume, epochs=epochs, device=device, precision=precision, workers=workers,
+                                cache_size=cache_size, decode_timeout=decode_timeout)
         else:
             cfg = TrainConfig(
                 data=data, arch=arch,
@@ -280,7 +294,8 @@ def train(
                 num_frames=frames, size=size, frame_stride=frame_stride, input=input, batch_size=batch_size,
                 epochs=10 if epochs is None else epochs, lr=lr, weight_decay=weight_decay, schedule=schedule,
                 val_split=val_split, seed=seed, hflip=hflip, patience=patience, monitor=monitor, workers=workers,
-                device=device, precision=precision, cache=cache_dir, compile=compile, out=out,
+                device=device, precision=precision, cache=cache_dir, cache_size=cache_size,
+                decode_timeout=decode_timeout, compile=compile, out=out,
             )
         stop = StopSignal()
         stop.install()
@@ -301,6 +316,7 @@ def evaluate(
     plot: Annotated[Optional[Path], typer.Option(help="Save the confusion matrix as a PNG image.")] = None,
     batch_size: Annotated[int, typer.Option(help="Clips per batch.")] = 16,
     workers: Workers = None,
+    decode_timeout: DecodeTimeout = 60.0,
     device: Device = "auto",
     precision: Precision = "auto",
     quiet: Quiet = False,
@@ -314,6 +330,7 @@ def evaluate(
 
         from vidclf import checkpoint
         from vidclf.datasets import ClipDataset, Sample, clip_loader, scan
+        from vidclf.decoder import Decoder
         from vidclf.device import autocast_dtype, resolve_device
         from vidclf.evaluate import evaluate as run_evaluation, save_confusion_plot
         from vidclf.output import stderr, stdout
@@ -337,7 +354,8 @@ def evaluate(
             raise ValueError(f"{source}: classes the model does not know: {', '.join(unknown)}")
         samples = [Sample(p, clf.classes.index(splits.classes[label])) for p, label in chosen]
         n_workers = default_workers() if workers is None else workers
-        loader = clip_loader(ClipDataset(samples, clf.preprocess), batch_size=batch_size, workers=n_workers,
+        dataset = ClipDataset(samples, clf.preprocess, decoder=Decoder(decode_timeout or None))
+        loader = clip_loader(dataset, batch_size=batch_size, workers=n_workers,
                              device=dev, pad_to=clf.preprocess.num_frames)
         with _progress(quiet) as progress:
             task = progress.add_task(f"evaluating {split}", total=len(samples))
@@ -382,29 +400,41 @@ def predict(
     window: Annotated[Optional[float], typer.Option(help="Also label each window of this many seconds.")] = None,
     stride: Annotated[Optional[float], typer.Option(help="Seconds between window starts. [default: --window]")] = None,
     shard: Annotated[Optional[str], typer.Option(help="I/N: only every N-th input from the I-th, for array jobs.")] = None,
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Append each record to this jsonl file as it completes (not stdout).")] = None,
+    resume: Annotated[bool, typer.Option(help="With --output: skip inputs the file already holds a result for; retry the rest.")] = False,
     batch_size: Annotated[int, typer.Option(help="Clips per batch.")] = 16,
     workers: Workers = None,
+    decode_timeout: DecodeTimeout = 60.0,
     device: Device = "auto",
     precision: Precision = "auto",
     quiet: Quiet = False,
     verbose: Verbose = False,
 ) -> None:
-    """Label videos: one record per video on stdout; exit code 1 if any could not be read."""
+    """Label videos: one record per video on stdout (or --output); exit code 1 if any could not be read."""
     with _errors(verbose):
         from vidclf import checkpoint
+        from vidclf.decoder import Decoder
         from vidclf.device import autocast_dtype, resolve_device
         from vidclf.output import default_format, emit, stderr
-        from vidclf.predict import expand_inputs, predict_files, predict_windows, shard as take_shard
+        from vidclf.predict import expand_inputs, predict_files, predict_windows, resume_output, shard as take_shard
         from vidclf.train import default_workers
 
+        if resume and output is None:
+            raise typer.BadParameter("needs --output FILE, the file to resume", param_hint="--resume")
         paths = take_shard(expand_inputs(inputs, sys.stdin if "-" in inputs else ()), shard)
+        if resume:
+            done = resume_output(output)
+            if not quiet and done:
+                stderr.print(f"{output}: {len(done)} inputs already done")
+            paths = [p for p in paths if p not in done]
         dev = resolve_device(device)
         path = model or checkpoint.newest_best("models")
         if model is None and not quiet:
             stderr.print(f"using {path}")
         clf = checkpoint.load_classifier(path, device=dev)
         dtype = autocast_dtype(dev, precision)
-        fmt = (format.value if format else default_format())
+        decoder = Decoder(decode_timeout or None)
+        fmt = "jsonl" if output else (format.value if format else default_format())
         failed = 0
 
         def records():
@@ -413,14 +443,14 @@ def predict(
                 task = progress.add_task("predicting", total=len(paths))
                 if window is not None:
                     stream = (predict_windows(p, clf, device=dev, dtype=dtype, window=window, stride=stride,
-                                              batch_size=batch_size, top_k=top_k) for p in paths)
+                                              batch_size=batch_size, top_k=top_k, decoder=decoder) for p in paths)
                 else:
                     n_workers = workers
                     if n_workers is None:  # fewer files than cores: decode here, threaded by OpenCV
                         cores = default_workers()
                         n_workers = 0 if len(paths) < cores else cores
                     stream = predict_files(paths, clf, device=dev, dtype=dtype, batch_size=batch_size,
-                                           workers=n_workers, top_k=top_k)
+                                           workers=n_workers, top_k=top_k, decoder=decoder)
                 for record in stream:
                     failed += record["error"] is not None
                     progress.advance(task)
@@ -431,7 +461,8 @@ def predict(
             score = "" if r["score"] is None else f"{r['score']:.3f}"
             return [r["path"], r["label"] or "", score, topk, r["error"] or ""]
 
-        emit(records(), fmt, columns=["path", "label", "score", "topk", "error"], table_row=table_row)
+        with open(output, "a" if resume else "w", encoding="utf-8") if output else contextlib.nullcontext() as file:
+            emit(records(), fmt, columns=["path", "label", "score", "topk", "error"], table_row=table_row, file=file)
         if failed:
             if not quiet:
                 stderr.print(f"{failed} of {len(paths)} videos could not be read")

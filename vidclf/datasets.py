@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import csv
 import functools
-import hashlib
-import os
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +15,8 @@ from typing import Iterator, NamedTuple, Sequence
 import numpy as np
 import torch
 
+from vidclf.cache import ClipCache
+from vidclf.decoder import Decoder
 from vidclf.errors import DatasetError
 from vidclf.preprocess import Preprocess
 
@@ -137,47 +137,19 @@ def scan(root: str | Path, *, val_split: float = 0.2, seed: int = 0) -> Splits:
     return splits
 
 
-class ClipCache:
-    """Decoded, resized uint8 frames on disk, keyed by the file's identity and the sampling settings.
-
-    A changed file (size or mtime) gets a new key; an unreadable entry is decoded again and replaced.
-    """
-
-    def __init__(self, folder: str | Path):
-        self.folder = Path(folder)
-
-    def _entry(self, path: str, settings: str) -> Path:
-        st = os.stat(path)
-        key = f"{os.path.abspath(path)}|{st.st_size}|{st.st_mtime_ns}|{settings}"
-        digest = hashlib.sha1(key.encode()).hexdigest()
-        return self.folder / digest[:2] / f"{digest}.npy"
-
-    def get(self, path: str, settings: str) -> np.ndarray | None:
-        entry = self._entry(path, settings)
-        try:
-            frames = np.load(entry, allow_pickle=False)
-        except (OSError, ValueError, EOFError):
-            return None  # missing or corrupt: the caller decodes and puts it back
-        return frames if frames.ndim == 4 and frames.dtype == np.uint8 and len(frames) else None
-
-    def put(self, path: str, settings: str, frames: np.ndarray) -> None:
-        entry = self._entry(path, settings)
-        entry.parent.mkdir(parents=True, exist_ok=True)
-        tmp = entry.with_name(f".{entry.name}.{os.getpid()}.tmp")
-        with open(tmp, "wb") as f:
-            np.save(f, frames)
-        os.replace(tmp, entry)
-
-
-def default_cache_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "vidclf" / "clips"
-
-
 class Failure(NamedTuple):
     path: str
     reason: str  # the VideoError's message: names the file and what is wrong
     index: int = -1  # position in the dataset
+
+
+class Clip(NamedTuple):
+    frames: torch.Tensor  # uint8 (L, 3, H, W)
+    length: int
+    label: int
+    index: int  # the sample served: a replacement's own position when the asked-for video failed
+    failures: tuple[Failure, ...] = ()  # videos tried for this key that could not be read
+    warning: str | None = None  # e.g. the decode cache turned itself off in this worker
 
 
 class Batch(NamedTuple):
@@ -186,23 +158,30 @@ class Batch(NamedTuple):
     labels: torch.Tensor  # int64 (B,)
     indices: torch.Tensor  # int64 (B,): positions in the dataset
     failures: list[Failure]  # videos of this batch that could not be read
+    warnings: list[str] = []
 
 
 class ClipDataset(torch.utils.data.Dataset):
-    """Serves `(frames uint8 (L, 3, H, W), length, label, index)` or a `Failure` for a bad video.
+    """Serves a `Clip` per key; for evaluation, a `Failure` for a video that cannot be read.
 
     Keys are `index` or `(index, epoch)`: random clips are drawn from a generator seeded by
     (seed, epoch, index), so any epoch can be replayed exactly (resume) in any worker.
+    In training, a video that cannot be read is replaced by other samples, tried in an order seeded
+    the same way, so every batch on every rank is full (DDP ranks then always step together) and
+    a resumed run replays the same replacements. Only when nothing readable is left does a
+    training key give a `Failure`.
     """
 
-    def __init__(self, samples: Sequence[Sample], pre: Preprocess, *, train: bool = False,
-                 seed: int = 0, cache: ClipCache | None = None, threads: int = 1):
+    def __init__(self, samples: Sequence[Sample], pre: Preprocess, *, train: bool = False, seed: int = 0,
+                 cache: ClipCache | None = None, threads: int = 1, decoder: Decoder | None = None):
         self.samples = list(samples)
         self.pre = pre
         self.train = train
         self.seed = seed
         self.cache = cache
         self.threads = threads  # decoder threads per clip: 1 in workers, 0 (OpenCV's choice) for few large files
+        self.decoder = decoder or Decoder()
+        self.known_bad: dict[int, Failure] = {}  # per process: a bad video is decoded once, not once a draw
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -210,42 +189,61 @@ class ClipDataset(torch.utils.data.Dataset):
     def _frames(self, path: str, rng: random.Random) -> np.ndarray:
         from vidclf import video
 
-        pre = self.pre
+        pre, decode = self.pre, self.decoder.call
         if not self.train:
             settings = f"{pre.sampling}|{pre.num_frames}|{pre.frame_stride}|{pre.size}|{pre.interpolation}"
             frames = self.cache.get(path, settings) if self.cache else None
             if frames is None:
-                frames, length = video.load_clip(path, num_frames=pre.num_frames, size=pre.size,
-                                                 sampling=pre.sampling, stride=pre.frame_stride, threads=self.threads)
+                frames, length = decode("load_clip", path, num_frames=pre.num_frames, size=pre.size,
+                                        sampling=pre.sampling, stride=pre.frame_stride, threads=self.threads)
                 frames = frames[:length]
                 if self.cache:
                     self.cache.put(path, settings, frames)
             return frames
         settings = f"all|{pre.size}|{pre.interpolation}"
-        every = self.cache.get(path, settings) if self.cache else None
+        every = self.cache.get(path, settings, mmap=True) if self.cache else None
         if every is None:
-            info = video.probe(path)
+            info = decode("probe", path)
             if not self.cache or info.frames > MAX_CACHED_FRAMES:
-                frames, length = video.load_clip(path, num_frames=pre.num_frames, size=pre.size,
-                                                 sampling="random", stride=pre.frame_stride, rng=rng)
+                frames, length = decode("load_clip", path, num_frames=pre.num_frames, size=pre.size,
+                                        sampling="random", stride=pre.frame_stride, rng=rng)
                 return frames[:length]
-            every = video.read_frames(path, range(info.frames), size=pre.size)
+            every = decode("read_frames", path, range(info.frames), size=pre.size)
             self.cache.put(path, settings, every)
         idx = video.clip_indices(len(every), pre.num_frames, stride=pre.frame_stride, rng=rng)
-        return every[idx]
+        return np.asarray(every[idx])  # from a memory map: only these frames are read
 
-    def __getitem__(self, key: int | tuple[int, int]):
+    def _clip(self, index: int, epoch: int) -> Clip | Failure:
         from vidclf.video import VideoError
 
-        index, epoch = key if isinstance(key, tuple) else (key, 0)
+        if index in self.known_bad:
+            return self.known_bad[index]
         path, label = self.samples[index]
-        rng = random.Random(f"{self.seed}|{epoch}|{index}")
         try:
-            frames = self._frames(path, rng)
+            frames = self._frames(path, random.Random(f"{self.seed}|{epoch}|{index}"))
         except VideoError as err:
-            return Failure(path, str(err), index)
+            self.known_bad[index] = Failure(path, str(err), index)
+            return self.known_bad[index]
         clip = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2)  # (L, H, W, 3) → (L, 3, H, W)
-        return clip, len(clip), label, index
+        return Clip(clip, len(clip), label, index, warning=self.cache.warning if self.cache else None)
+
+    def _replacements(self, index: int, epoch: int) -> list[int]:
+        order = [i for i in range(len(self.samples)) if i != index]
+        random.Random(f"replace|{self.seed}|{epoch}|{index}").shuffle(order)
+        return order
+
+    def __getitem__(self, key: int | tuple[int, int]) -> Clip | Failure:
+        index, epoch = key if isinstance(key, tuple) else (key, 0)
+        item = self._clip(index, epoch)
+        if isinstance(item, Clip) or not self.train:
+            return item
+        failures = [item]
+        for other in self._replacements(index, epoch):
+            item = self._clip(other, epoch)
+            if isinstance(item, Clip):
+                return item._replace(failures=tuple(failures))
+            failures.append(item)
+        return failures[0]  # nothing readable is left: the training loop stops with that error
 
 
 def worker_init(_: int) -> None:
@@ -275,24 +273,26 @@ def clip_loader(dataset: ClipDataset, *, batch_size: int, workers: int, device: 
     )
 
 
-def collate(items: list, *, pad_to: int | None = None) -> Batch:
+def collate(items: list[Clip | Failure], *, pad_to: int | None = None) -> Batch:
     """Pad clips with zeros to the longest (or `pad_to`, for fixed shapes) and keep the true lengths."""
-    failures = [it for it in items if isinstance(it, Failure)]
-    good = [it for it in items if not isinstance(it, Failure)]
+    good = [it for it in items if isinstance(it, Clip)]
+    failures = [f for it in items for f in ([it] if isinstance(it, Failure) else it.failures)]
+    warnings = sorted({it.warning for it in good if it.warning})
     if not good:
         empty = torch.zeros(0, dtype=torch.long)
-        return Batch(torch.zeros(0, 0, 3, 0, 0, dtype=torch.uint8), empty, empty, empty, failures)
-    T = max(pad_to or 0, max(n for _, n, _, _ in good))
-    _, C, H, W = good[0][0].shape
+        return Batch(torch.zeros(0, 0, 3, 0, 0, dtype=torch.uint8), empty, empty, empty, failures, warnings)
+    T = max(pad_to or 0, max(it.length for it in good))
+    _, C, H, W = good[0].frames.shape
     clips = torch.zeros(len(good), T, C, H, W, dtype=torch.uint8)
-    for i, (clip, n, _, _) in enumerate(good):
-        clips[i, :n] = clip
+    for i, it in enumerate(good):
+        clips[i, : it.length] = it.frames
     return Batch(
         clips,
-        torch.tensor([n for _, n, _, _ in good]),
-        torch.tensor([label for _, _, label, _ in good]),
-        torch.tensor([index for _, _, _, index in good]),
+        torch.tensor([it.length for it in good]),
+        torch.tensor([it.label for it in good]),
+        torch.tensor([it.index for it in good]),
         failures,
+        warnings,
     )
 
 
@@ -300,11 +300,14 @@ class EpochSampler(torch.utils.data.Sampler):
     """Yields `(index, epoch)` keys in an order fixed by (seed, epoch), sharded across ranks.
 
     `skip` drops the first keys of this rank, so a resumed run continues mid-epoch exactly.
+    `pad` (training) wraps around so that every rank takes as many steps as the others, as
+    DistributedSampler does; without it (validation, evaluation) each key is served exactly once
+    and ranks may get one fewer.
     """
 
-    def __init__(self, size: int, *, shuffle: bool, seed: int = 0, rank: int = 0, world: int = 1):
+    def __init__(self, size: int, *, shuffle: bool, seed: int = 0, rank: int = 0, world: int = 1, pad: bool = True):
         self.size, self.shuffle, self.seed = size, shuffle, seed
-        self.rank, self.world = rank, world
+        self.rank, self.world, self.pad = rank, world, pad
         self.epoch, self.skip = 0, 0
 
     def set_epoch(self, epoch: int, *, skip: int = 0) -> None:
@@ -314,10 +317,10 @@ class EpochSampler(torch.utils.data.Sampler):
         order = list(range(self.size))
         if self.shuffle:
             random.Random(f"order|{self.seed}|{self.epoch}").shuffle(order)
-        if self.world > 1:  # pad by wrapping, as DistributedSampler does, so ranks take equal steps
+        if self.world > 1 and self.pad:
             per_rank = -(-self.size // self.world)
-            order = (order * self.world)[: per_rank * self.world][self.rank :: self.world]
-        return order
+            order = (order * self.world)[: per_rank * self.world]
+        return order[self.rank :: self.world]
 
     def __iter__(self):
         return iter([(i, self.epoch) for i in self._order()[self.skip :]])

@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import sys
-from typing import Any, Iterable
+from typing import Any, Iterable, TextIO
 
 from rich.console import Console
 from rich.table import Table
@@ -33,16 +33,17 @@ def _cell(value: Any) -> str:
 
 
 def emit(rows: Iterable[dict], fmt: str, *, columns: list[str] | None = None,
-         title: str | None = None, table_row=None) -> None:
-    """Write rows to stdout; jsonl streams each row as soon as it arrives.
+         title: str | None = None, table_row=None, file: TextIO | None = None) -> None:
+    """Write rows to stdout (or `file`, for jsonl); jsonl streams each row as soon as it arrives.
 
     `table_row` turns a record into the cells of the table view (for records with nested fields);
     by default a cell is the value's plain text.
     """
     if fmt == "jsonl":
+        out = file or sys.stdout
         for row in rows:
-            sys.stdout.write(json.dumps(row, ensure_ascii=False) + "\n")
-            sys.stdout.flush()
+            out.write(json.dumps(row, ensure_ascii=False) + "\n")
+            out.flush()  # a record is complete on disk when the next input starts: nothing lost on a kill
     elif fmt == "json":
         json.dump(list(rows), sys.stdout, ensure_ascii=False, indent=2)
         sys.stdout.write("\n")

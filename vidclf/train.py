@@ -23,15 +23,17 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from vidclf import checkpoint, distributed
-from vidclf.datasets import ClipCache, ClipDataset, EpochSampler, clip_loader, default_cache_dir, scan
-from vidclf.errors import CheckpointError
+from vidclf.cache import DEFAULT_SIZE, ClipCache, default_cache_dir, parse_size
+from vidclf.datasets import ClipDataset, EpochSampler, clip_loader, scan
+from vidclf.decoder import DEFAULT_TIMEOUT, Decoder
+from vidclf.errors import CheckpointError, DatasetError
 from vidclf.device import autocast, autocast_dtype, resolve_device
 from vidclf.evaluate import iter_logits
 from vidclf.models import build_model
 from vidclf.preprocess import Preprocess, in_channels, step_seed, to_model_input
 
 METRIC_COLUMNS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds", "clips_per_s",
-                  "data_wait", "train_clips")
+                  "data_wait", "train_clips", "val_clips")
 
 
 @dataclass
@@ -57,6 +59,8 @@ class TrainConfig:
     device: str = "auto"  # auto | cpu | cuda[:N]
     precision: str = "auto"  # auto | 32 | bf16 | 16
     cache: str | None = ""  # decode cache folder; "" the user cache folder, None no cache
+    cache_size: str = DEFAULT_SIZE  # bound on the cache's bytes on disk; least recently used entries go
+    decode_timeout: float = DEFAULT_TIMEOUT  # seconds without progress before a video is abandoned; 0: no watchdog
     compile: bool = False  # torch.compile the model (slow to start; pays off on GPUs)
     out: str = "models"  # run folders are written under here
 
@@ -80,6 +84,8 @@ class RunResult:
     best: Path | None
     history: list[dict]
     interrupted: bool
+    model: torch.nn.Module  # the trained model (this process's replica under DDP)
+    steps: int  # optimizer steps taken by this process in this call
 
 
 def default_workers() -> int:
@@ -198,11 +204,15 @@ class _Trainer:
             raise ValueError(f"{cfg.data}: no training videos found")
         classes = splits.classes
         pre = Preprocess(num_frames=cfg.num_frames, size=cfg.size, frame_stride=cfg.frame_stride, input=cfg.input)
-        cache = None if cfg.cache is None else ClipCache(cfg.cache or default_cache_dir())
-        train_set = ClipDataset(splits.train, pre, train=True, seed=cfg.seed, cache=cache)
-        val_set = ClipDataset(splits.val, pre, train=False, seed=cfg.seed, cache=cache)
+        cache = None if cfg.cache is None else ClipCache(cfg.cache or default_cache_dir(), parse_size(cfg.cache_size))
+        if cache is not None and not cache.usable():
+            say(f"[yellow]warning[/] {escape(cache.warning)}")
+            cache = None
+        decoder = Decoder(cfg.decode_timeout or None)
+        train_set = ClipDataset(splits.train, pre, train=True, seed=cfg.seed, cache=cache, decoder=decoder)
+        val_set = ClipDataset(splits.val, pre, train=False, seed=cfg.seed, cache=cache, decoder=decoder)
         train_sampler = EpochSampler(len(train_set), shuffle=True, seed=cfg.seed, rank=rank.rank, world=rank.world)
-        val_sampler = EpochSampler(len(val_set), shuffle=False, rank=rank.rank, world=rank.world)
+        val_sampler = EpochSampler(len(val_set), shuffle=False, rank=rank.rank, world=rank.world, pad=False)
         workers = default_workers() if cfg.workers is None else cfg.workers
         train_loader = clip_loader(train_set, batch_size=cfg.batch_size, workers=workers, device=device,
                                    pad_to=cfg.num_frames, sampler=train_sampler)
@@ -262,14 +272,18 @@ class _Trainer:
             f"{'fp32' if dtype is None else str(dtype).removeprefix('torch.')}, run folder {run_dir}")
         reported: set[str] = set()
 
-        def report(failures) -> None:
-            for f in failures:
+        def report(batch) -> None:
+            for f in batch.failures:
                 if f.path not in reported:
                     reported.add(f.path)
                     console.print(f"[yellow]skipped[/] {escape(f.reason)}", highlight=False)
+            for warning in batch.warnings:
+                if warning not in reported:
+                    reported.add(warning)
+                    console.print(f"[yellow]warning[/] {escape(warning)}", highlight=False)
 
         best_path = run_dir / "best.pt" if (run_dir / "best.pt").exists() else None
-        stale = 0
+        stale = steps_taken = 0
         for epoch in range(start_epoch, cfg.epochs):
             skip = start_step if epoch == start_epoch else 0
             train_sampler.set_epoch(epoch, skip=skip * cfg.batch_size)
@@ -290,28 +304,31 @@ class _Trainer:
                 tick = time.perf_counter()
                 for batch in train_loader:
                     got = time.perf_counter()
-                    report(batch.failures)
-                    if len(batch.lengths):
-                        seed = step_seed(cfg.seed, epoch, step)
-                        torch.manual_seed(seed)  # dropout draws, replayable on resume
-                        gen = torch.Generator(device=device).manual_seed(seed)
-                        clips = batch.clips.to(device, non_blocking=True)
-                        lengths = batch.lengths.to(device, non_blocking=True)
-                        labels = batch.labels.to(device, non_blocking=True)
-                        x = to_model_input(clips, lengths, pre, generator=gen, hflip=cfg.hflip)
-                        if cfg.compile:
-                            torch.compiler.cudagraph_mark_step_begin()  # the previous step's graph outputs are done
-                        with autocast(device, dtype):
-                            logits = net(x, lengths)
-                            loss = F.cross_entropy(logits.float(), labels)
-                        optimizer.zero_grad(set_to_none=True)
-                        scaler.scale(loss).backward()
-                        scaler.step(optimizer)
-                        scaler.update()
-                        n = len(labels)
-                        sums["loss"] += float(loss.detach()) * n
-                        sums["correct"] += float((logits.argmax(1) == labels).sum())
-                        sums["count"] += n
+                    report(batch)
+                    if not len(batch.lengths):  # the dataset replaces bad videos until none is left
+                        raise DatasetError(f"{cfg.data}: no readable training video left: all "
+                                           f"{len(train_set)} failed (the first: {batch.failures[0].reason})")
+                    seed = step_seed(cfg.seed, epoch, step)
+                    torch.manual_seed(seed)  # dropout draws, replayable on resume
+                    gen = torch.Generator(device=device).manual_seed(seed)
+                    clips = batch.clips.to(device, non_blocking=True)
+                    lengths = batch.lengths.to(device, non_blocking=True)
+                    labels = batch.labels.to(device, non_blocking=True)
+                    x = to_model_input(clips, lengths, pre, generator=gen, hflip=cfg.hflip)
+                    if cfg.compile:
+                        torch.compiler.cudagraph_mark_step_begin()  # the previous step's graph outputs are done
+                    with autocast(device, dtype):
+                        logits = net(x, lengths)
+                        loss = F.cross_entropy(logits.float(), labels)
+                    optimizer.zero_grad(set_to_none=True)
+                    scaler.scale(loss).backward()
+                    scaler.step(optimizer)
+                    scaler.update()
+                    steps_taken += 1
+                    n = len(labels)
+                    sums["loss"] += float(loss.detach()) * n
+                    sums["correct"] += float((logits.argmax(1) == labels).sum())
+                    sums["count"] += n
                     step += 1
                     done = time.perf_counter()
                     sums["wait"] += got - tick
@@ -326,16 +343,19 @@ class _Trainer:
                 last = save("last.pt", epoch=epoch, step=step, partial=sums)
                 say(f"[yellow]interrupted[/] in epoch {epoch + 1} after step {step}/{steps}; "
                     f"saved {last}; continue with: vidclf train --resume {last}")
-                return RunResult(run_dir, best_path, history, interrupted=True)
+                return RunResult(run_dir, best_path, history, interrupted=True, model=model, steps=steps_taken)
 
             loss_sum, correct, count, wait, seconds = distributed.all_sum(
                 [sums["loss"], sums["correct"], sums["count"], sums["wait"], sums["seconds"]], device)
             val_loss = val_acc = None
+            v_count = 0
             val_start = time.perf_counter()
             if val_loader is not None:
                 v_loss, v_correct, v_count = 0.0, 0.0, 0.0
-                for vb, logits in iter_logits(net, val_loader, pre, device, dtype):
-                    report(vb.failures)
+                # Under DDP, validate the bare model: shards may differ by a batch, and DDP's forward
+                # would broadcast buffers, a collective the rank with fewer batches never joins.
+                for vb, logits in iter_logits(model if rank.world > 1 else net, val_loader, pre, device, dtype):
+                    report(vb)
                     if len(logits):
                         v_loss += float(F.cross_entropy(logits, vb.labels, reduction="sum"))
                         v_correct += float((logits.argmax(1) == vb.labels).sum())
@@ -354,10 +374,13 @@ class _Trainer:
                 "clips_per_s": count / max(seconds / rank.world, 1e-9),
                 "data_wait": wait / max(seconds, 1e-9),
                 "train_clips": int(count),
+                "val_clips": int(v_count),
             }
             scheduler.step()
             history.append(row)
             log.add(row)
+            if epoch == 0 and cache is not None:
+                say(f"decode cache {cache.folder}: {cache.size() / 1e9:.2f} GB of {cache.max_bytes / 1e9:g} GB")
             monitor = cfg.monitor if val_loader is not None else "train_loss"
             if _is_better(row, best, monitor):
                 best, stale = row[monitor], 0
@@ -371,8 +394,8 @@ class _Trainer:
             if self.stop.requested:
                 say(f"[yellow]interrupted[/] after epoch {epoch + 1}; continue with: "
                     f"vidclf train --resume {run_dir / 'last.pt'}")
-                return RunResult(run_dir, best_path, history, interrupted=True)
+                return RunResult(run_dir, best_path, history, interrupted=True, model=model, steps=steps_taken)
         if best_path is not None:
             say(f"[bold green]best checkpoint[/] {best_path} ({cfg.monitor if val_loader is not None else 'train_loss'}"
                 f" {best:.4f})")
-        return RunResult(run_dir, best_path, history, interrupted=False)
+        return RunResult(run_dir, best_path, history, interrupted=False, model=model, steps=steps_taken)

@@ -59,6 +59,18 @@ class VideoError(VidclfError):
         super().__init__(f"{path}: {reason}")
         self.path, self.reason = str(path), reason
 
+    def __reduce__(self):  # rebuilt from (path, reason) when it crosses a process boundary
+        return VideoError, (self.path, self.reason)
+
+
+def _no_op() -> None:
+    pass
+
+
+# Called after every decoded frame. The decoding child process (decoder.py) sets it to send its
+# heartbeat; elsewhere it does nothing.
+on_frame = _no_op
+
 
 @dataclass(frozen=True)
 class VideoInfo:
@@ -149,6 +161,7 @@ def probe(path: str | Path, *, exact: bool = False) -> VideoInfo:
             frames = 0
             while cap.grab():
                 frames += 1
+                on_frame()
     except cv2.error as err:
         raise VideoError(path, f"decoding failed ({_last_line(err)})") from None
     finally:
@@ -236,6 +249,7 @@ class _Reader:
                 self.ended = True
                 return None
             self.pos += 1
+            on_frame()
         ok, frame = self.cap.retrieve()
         return frame if ok and frame is not None else None
 

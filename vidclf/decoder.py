@@ -1,0 +1,184 @@
+"""Decoding that cannot hang: `video.py`'s functions run in a child process that is killed when a
+video makes no progress for `timeout` seconds.
+
+A read from a network mount that stops answering blocks inside the kernel, where no thread, signal
+handler or FFmpeg interrupt callback can reach it; only killing the process that reads ends it (a
+blocked FUSE or NFS read is killable). So each decoding process (a DataLoader worker, a `check`
+thread, predict itself) keeps one child that decodes for it. The child reports a heartbeat as
+frames decode; if none comes for `timeout` seconds the child is killed, the video is a `VideoError`
+("no progress for N s"), and the next call starts a fresh child. The child also dies with its parent.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+import weakref
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any, Iterator
+
+DEFAULT_TIMEOUT = 60.0  # seconds without a decoded frame: far beyond any real frame, short of a hung run
+HEARTBEAT = 0.25  # the child reports progress at most this often (seconds)
+START_TIMEOUT = 60.0  # the child's imports (numpy, OpenCV) on a loaded machine
+
+
+class Decoder:
+    """Calls `vidclf.video` functions by name: in a watched child process, or here if `timeout` is None.
+
+    Safe to copy into forked or spawned workers: a copy starts its own child on first use.
+    """
+
+    def __init__(self, timeout: float | None = DEFAULT_TIMEOUT):
+        if timeout is not None and timeout <= 0:
+            raise ValueError(f"--decode-timeout should be positive (seconds), got {timeout}")
+        self.timeout = timeout
+        self._child: _Child | None = None
+
+    def __getstate__(self) -> dict:
+        return {"timeout": self.timeout, "_child": None}  # a child belongs to the process that started it
+
+    def call(self, name: str, path: str | Path, *args, **kwargs) -> Any:
+        """`video.<name>(path, …)`; a video that stalls raises VideoError(path, "no progress for N s")."""
+        (result,) = self._run("call", name, path, args, kwargs)  # to the end: the child is ready again
+        return result
+
+    def iterate(self, name: str, path: str | Path, *args, **kwargs) -> Iterator[Any]:
+        """The items of the generator `video.<name>(path, …)`; each item counts as progress."""
+        yield from self._run("iterate", name, path, args, kwargs)
+
+    def _run(self, kind: str, name: str, path, args: tuple, kwargs: dict) -> Iterator[Any]:
+        from vidclf import video
+
+        if self.timeout is None:
+            result = getattr(video, name)(path, *args, **kwargs)
+            yield from (result if kind == "iterate" else [result])
+            return
+        if self._child is None or not self._child.usable():
+            self._child = _Child()
+        yield from self._child.run(kind, name, path, args, kwargs, self.timeout)
+
+    def close(self) -> None:
+        if self._child is not None:
+            self._child.kill()
+            self._child = None
+
+
+class _Child:
+    """One decoding process and the two pipes to it (requests in, messages out)."""
+
+    def __init__(self):
+        from vidclf.video import VideoError
+
+        self.owner = os.getpid()
+        to_child_r, to_child_w = os.pipe()
+        from_child_r, from_child_w = os.pipe()
+        package_parent = str(Path(__file__).resolve().parent.parent)  # the same vidclf, installed or not
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [package_parent, os.environ.get("PYTHONPATH")]))}
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "vidclf.decoder", str(to_child_r), str(from_child_w)],
+            pass_fds=(to_child_r, from_child_w), env=env, stdin=subprocess.DEVNULL,
+        )
+        os.close(to_child_r)
+        os.close(from_child_w)
+        self.requests, self.messages = Connection(to_child_w, readable=False), Connection(from_child_r, writable=False)
+        self._finalizer = weakref.finalize(self, _kill, self.proc)
+        if not self.messages.poll(START_TIMEOUT):
+            self.kill()
+            raise VideoError("(decoder)", f"the decoding process did not start within {START_TIMEOUT:g} s")
+        self.messages.recv()  # "ready"
+
+    def usable(self) -> bool:
+        return self.owner == os.getpid() and self.proc.poll() is None
+
+    def run(self, kind: str, name: str, path, args: tuple, kwargs: dict, timeout: float) -> Iterator[Any]:
+        self.requests.send((kind, name, str(path), args, kwargs))
+        finished = False
+        try:
+            yield from self._replies(path, timeout)
+            finished = True
+        finally:
+            if not finished:  # abandoned mid-way (an error, or the caller stopped early): out of step
+                self.kill()
+
+    def _replies(self, path, timeout: float) -> Iterator[Any]:
+        from vidclf.video import VideoError
+
+        while True:
+            if not self.messages.poll(timeout):
+                self.kill()
+                raise VideoError(path, f"no progress for {timeout:g} s (decoding abandoned)")
+            try:
+                tag, value = self.messages.recv()
+            except (EOFError, OSError):
+                code = self.proc.wait()
+                self.kill()
+                raise VideoError(path, f"the decoder crashed on this file (exit status {code})") from None
+            if tag == "item":
+                yield value
+            elif tag == "done":
+                return
+            elif tag == "error":
+                raise value
+            # "tick": progress; wait again
+
+    def kill(self) -> None:
+        self._finalizer()
+        for conn in (self.requests, self.messages):
+            conn.close()
+
+
+def _kill(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait()
+
+
+def _serve(requests: Connection, messages: Connection) -> None:
+    """The child's loop: run each request, sending items, heartbeats while frames decode, and the end."""
+    from vidclf import video
+
+    last = time.monotonic()
+
+    def heartbeat() -> None:
+        nonlocal last
+        now = time.monotonic()
+        if now - last >= HEARTBEAT:
+            messages.send(("tick", None))
+            last = now
+
+    video.on_frame = heartbeat
+    messages.send(("ready", None))
+    while True:
+        try:
+            kind, name, path, args, kwargs = requests.recv()
+        except EOFError:
+            return  # the parent is gone
+        try:
+            result = getattr(video, name)(path, *args, **kwargs)
+            for item in result if kind == "iterate" else [result]:
+                messages.send(("item", item))
+            messages.send(("done", None))
+        except Exception as err:  # noqa: BLE001  (sent to the parent, which raises it)
+            try:
+                messages.send(("error", err))
+            except Exception:  # noqa: BLE001  (an exception that does not pickle)
+                messages.send(("error", RuntimeError(f"{type(err).__name__}: {err}")))
+
+
+def _die_with_parent() -> None:
+    """Linux: the kernel kills this process when its parent dies, even mid-read on a stalled mount."""
+    try:
+        import ctypes
+        import signal
+
+        ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+if __name__ == "__main__":
+    _die_with_parent()
+    _serve(Connection(int(sys.argv[1]), writable=False), Connection(int(sys.argv[2]), readable=False))
