@@ -43,7 +43,7 @@ from typing import Callable
 
 import numpy as np
 
-from vidclf import video  # quiets OpenCV's logs before cv2 is used here
+from vidclf import sampling, video  # video quiets OpenCV's logs before cv2 is used here
 from vidclf.datasets import MAX_CACHED_FRAMES, VIDEO_EXTENSIONS
 import cv2  # noqa: E402  (after vidclf.video)
 
@@ -206,7 +206,7 @@ def measure(path: Path, size: int, fmts: list[Format], folder: Path, repeat: int
     if T > MAX_CACHED_FRAMES:
         notes.append(f"{path.name}: {T} frames, more than the cache's {MAX_CACHED_FRAMES} (measured anyway)")
     files = {f.name: folder / f"{path.stem}.{size}.{f.name}{f.suffix}" for f in fmts}
-    idx = video.clip_indices(T, CLIP, stride=1, rng=random.Random(path.name))  # the same draw at every size
+    idx = sampling.clip_indices(T, CLIP, stride=1, rng=random.Random(path.name))  # the same draw at every size
 
     writes: dict[str, list[float]] = {f.name: [] for f in fmts}
     for r in range(repeat):

@@ -30,7 +30,7 @@ from typing import Callable
 
 import numpy as np
 
-from vidclf import video  # quiets OpenCV's logs before cv2 is used here
+from vidclf import sampling, video  # video quiets OpenCV's logs before cv2 is used here
 import cv2  # noqa: E402  (after vidclf.video)
 
 NUM, SIZE = 16, 112
@@ -81,7 +81,7 @@ def vidclf_clip(path: Path, threads: int = 1) -> np.ndarray:
 
 def read_every_frame(path: Path) -> np.ndarray:
     cap = _capture(path)
-    wanted = set(video.uniform_indices(int(cap.get(cv2.CAP_PROP_FRAME_COUNT)), NUM))
+    wanted = set(sampling.uniform_indices(int(cap.get(cv2.CAP_PROP_FRAME_COUNT)), NUM))
     out, i = [], 0
     while True:
         ok, frame = cap.read()
@@ -97,7 +97,7 @@ def read_every_frame(path: Path) -> np.ndarray:
 def seek_each_frame(path: Path) -> np.ndarray:
     cap = _capture(path)
     out = []
-    for i in video.uniform_indices(int(cap.get(cv2.CAP_PROP_FRAME_COUNT)), NUM):
+    for i in sampling.uniform_indices(int(cap.get(cv2.CAP_PROP_FRAME_COUNT)), NUM):
         cap.set(cv2.CAP_PROP_POS_FRAMES, i)
         ok, frame = cap.read()
         out.append(_small(frame))
@@ -115,7 +115,7 @@ def pyav_clip(path: Path) -> np.ndarray:
     with av.open(str(path)) as container:
         stream = container.streams.video[0]
         stream.thread_count = 1
-        wanted = set(video.uniform_indices(stream.frames, NUM))
+        wanted = set(sampling.uniform_indices(stream.frames, NUM))
         out = [_small(f.to_ndarray(format="bgr24")) for i, f in enumerate(container.decode(stream)) if i in wanted]
     return np.stack(out)
 

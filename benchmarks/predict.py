@@ -21,13 +21,12 @@ from rich.console import Console
 from rich.table import Table
 
 from vidclf.checkpoint import Classifier
-from vidclf.datasets import ClipDataset, Sample, collate
+from vidclf.datasets import ClipDataset, Sample, collate, default_workers
 from vidclf.device import resolve_device
 from vidclf.models import build_model
 from vidclf.predict import predict_files, predict_windows
 from vidclf.preprocess import Preprocess
 from vidclf.synth import write_dataset
-from vidclf.train import default_workers
 
 
 def rss_gib() -> float:

@@ -28,11 +28,12 @@ import torch.nn.functional as F
 from rich.console import Console
 from rich.table import Table
 
+from vidclf.datasets import default_workers
 from vidclf.device import autocast, autocast_dtype, resolve_device
 from vidclf.models import build_model
 from vidclf.models.conv_recurrent import ConvRecurrentConfig, ConvRecurrentNet
 from vidclf.synth import write_dataset
-from vidclf.train import TrainConfig, default_workers, fit
+from vidclf.train import TrainConfig, fit
 
 console = Console(stderr=True)
 

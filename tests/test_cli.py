@@ -36,7 +36,7 @@ def test_help_never_imports_torch_or_cv2():
         "    r = CliRunner().invoke(app, cmd + ['--help'])\n"
         "    assert r.exit_code == 0, (cmd, r.output)\n"
         "    assert 'Usage' in r.output\n"
-        "heavy = [m for m in ('torch', 'cv2', 'numpy') if m in sys.modules]\n"
+        "heavy = [m for m in ('torch', 'cv2', 'numpy', 'matplotlib') if m in sys.modules]\n"
         "assert not heavy, heavy\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
@@ -87,10 +87,11 @@ def test_train_writes_run_folder_and_keeps_stdout_clean(synth_data, tmp_path):
     assert result.stdout == ""
     assert "best checkpoint" in result.stderr
     (run,) = tmp_path.glob("cnn-lstm-*")
-    assert {p.name for p in run.iterdir()} == {"best.pt", "last.pt", "metrics.csv"}
+    assert {p.name for p in run.iterdir()} == {"best.pt", "last.pt", "metrics.csv", "curves.png"}
     rows = list(csv.DictReader((run / "metrics.csv").open()))
     assert [r["epoch"] for r in rows] == ["1", "2"] and int(rows[0]["train_clips"]) == 15
     assert list((tmp_path / "cache").rglob("*.npy"))  # the decode cache filled
+    assert (run / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"  # redrawn after every epoch
 
 
 def test_train_usage_errors_are_one_line(tmp_path):
@@ -236,7 +237,7 @@ def test_one_file_decodes_here_with_opencv_threads(trained, synth_data, monkeypa
     used, real_call = [], Decoder.call
     monkeypatch.setattr(Decoder, "call", lambda self, name, *a, **k: used.append(k.get("threads", name))
                         or real_call(self, name, *a, **k))
-    monkeypatch.setattr("vidclf.train.default_workers", lambda: 2)
+    monkeypatch.setattr("vidclf.predict.default_workers", lambda: 2)
     clip = str(next(synth_data.rglob("*.mp4")))
     result = invoke("predict", clip, "--model", trained, "--format", "jsonl")
     assert result.exit_code == 0, result.output

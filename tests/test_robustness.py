@@ -118,3 +118,24 @@ def test_an_unwritable_cache_folder_turns_the_cache_off_with_one_warning(synth_d
                     "--batch-size", "4", "--workers", "0", "--out", tmp_path / "runs", "--cache", blocker / "cache")
     assert result.exit_code == 0, result.output
     assert result.stderr.count("decode cache off") == 1 and "best checkpoint" in result.stderr
+
+
+def test_evaluate_under_torchrun_counts_each_video_exactly_once(trained, synth_data, tmp_path):
+    import os
+    import shutil
+
+    data = tmp_path / "data"
+    shutil.copytree(synth_data, data)
+    (data / "left" / "zz_bad.mp4").write_text("not a video")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29519",
+           "-m", "vidclf", "evaluate", "--model", str(trained), "--data", str(data), "--split", "all",
+           "--format", "json", "--workers", "0", "--device", "cpu", "--quiet"]
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 1, done.stderr[-3000:]  # one video could not be read
+    report = json.loads(done.stdout)  # only rank 0 printed
+    assert report["num_clips"] == 18 and sum(map(sum, report["confusion_matrix"])) == 18  # 19 videos, one bad
+    assert [Path(f["path"]).name for f in report["failed"]] == ["zz_bad.mp4"]
+    single = invoke("evaluate", "--model", trained, "--data", data, "--split", "all", "--format", "json",
+                    "--workers", "0")
+    assert json.loads(single.stdout)["confusion_matrix"] == report["confusion_matrix"]

@@ -70,7 +70,7 @@ def test_two_processes_cover_the_data_of_one(synth_data, tmp_path):
     done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     (run,) = tmp_path.glob("cnn-lstm-*")  # only rank 0 wrote
-    assert {p.name for p in run.iterdir()} == {"best.pt", "last.pt", "metrics.csv"}
+    assert {p.name for p in run.iterdir()} == {"best.pt", "last.pt", "metrics.csv", "curves.png"}
     (row,) = csv.DictReader((run / "metrics.csv").open())
     assert int(row["train_clips"]) == 12  # 3 classes × 4 train clips, split 6 + 6 across the ranks
 
@@ -132,3 +132,56 @@ def test_torchrun_with_bad_files_on_uneven_ranks_steps_together_and_ends_with_eq
     assert all(row["train_clips"] == 2 * steps for row in a["history"])  # every step of every rank had a clip
     readable = [s for s in splits.val if not Path(s.path).name.startswith("bad_")]
     assert all(row["val_clips"] == len(readable) for row in a["history"])  # each counted once, none twice
+
+
+def _built(synth_data, tmp_path, **kw):
+    from vidclf import distributed
+    from vidclf.run import build_run
+    from vidclf.train import Trainer
+
+    cfg = _cfg(synth_data, tmp_path, **kw)
+    run = build_run(cfg, device=torch.device("cpu"), rank=distributed.Rank(), say=quiet.print)
+    return Trainer(run, console=quiet, show_progress=False, stop=StopSignal())
+
+
+def test_one_training_step_updates_the_weights_and_counts_its_clips(synth_data, tmp_path):
+    trainer = _built(synth_data, tmp_path)
+    batch = next(iter(trainer.run.train_loader))
+    before = [p.detach().clone() for p in trainer.run.model.parameters()]
+    loss_sum, correct, n = trainer.train_step(batch, epoch=0, step=0)
+    assert n == 4 and 0 <= correct <= 4 and loss_sum > 0 and trainer.steps == 1
+    assert any(not torch.equal(a, b) for a, b in zip(before, trainer.run.model.parameters()))
+
+
+def test_validation_counts_every_validation_clip_once(synth_data, tmp_path):
+    trainer = _built(synth_data, tmp_path)
+    loss, acc, clips = trainer.validate()
+    assert clips == len(trainer.run.val_loader.dataset) == 3 and 0 <= acc <= 1 and loss > 0
+
+
+def test_checkpoint_decision_keeps_the_best_and_stops_when_patience_runs_out(synth_data, tmp_path):
+    from vidclf.trainlog import METRIC_COLUMNS
+
+    trainer = _built(synth_data, tmp_path, patience=2)
+    trainer.train_step(next(iter(trainer.run.train_loader)), epoch=0, step=0)  # the scheduler steps after it
+    row = trainer.epoch_row(0, {"loss": 4.0, "correct": 2.0, "count": 4.0, "wait": 0.1, "seconds": 1.0})
+    assert tuple(row) == METRIC_COLUMNS and row["train_loss"] == 1.0 and row["train_acc"] == 0.5
+    run_dir = trainer.run.run_dir
+    assert {p.name for p in run_dir.iterdir()} == {"metrics.csv", "curves.png"}
+    for acc, stop, best in [(0.5, False, 0.5), (0.8, False, 0.8), (0.7, False, 0.8), (0.8, True, 0.8)]:
+        assert trainer.checkpoint({**row, "val_acc": acc}) is stop
+        assert trainer.run.state.best == best
+    saved = torch.load(run_dir / "best.pt", weights_only=True)
+    assert saved["best_metric"] == 0.8 and (run_dir / "last.pt").exists()
+
+
+def test_cli_options_map_onto_the_train_config():
+    from vidclf.cli.train import _new_config
+
+    options = dict(data="d", arch="convgru", frames=8, size=32, batch_size=2, epochs=None, no_cache=True, cache=None,
+                   backbone=None, pretrained=None, freeze_backbone=False, rnn=None, hidden_size=None, layers=None,
+                   bidirectional=False, dropout=0.1, hidden_channels="8,8", kernel_sizes=None, quiet=True,
+                   verbose=False, resume=None)
+    cfg = _new_config(options)
+    assert (cfg.data, cfg.arch, cfg.num_frames, cfg.size, cfg.batch_size, cfg.epochs) == ("d", "convgru", 8, 32, 2, 10)
+    assert cfg.cache is None and cfg.model == {"dropout": 0.1, "hidden_channels": (8, 8)}

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from tests.videos import decode_index, indexed_frames, tag_rotation, write_video, write_video_ffmpeg
-from vidclf import video
+from vidclf import sampling, video
 from vidclf.video import VideoError
 
 ASKED = [59, 0, 17, 17, 3, 42, 58, 1]  # unsorted, a duplicate, the first and last frames
@@ -119,34 +119,34 @@ def test_probe(indexed):
 
 
 def test_uniform_indices():
-    assert video.uniform_indices(100, 4) == [12, 37, 62, 87]  # centres of 4 segments of 25
-    assert video.uniform_indices(10, 10) == list(range(10))
-    assert video.uniform_indices(3, 8) == [0, 1, 2]  # short: all frames, the caller pads
-    assert video.uniform_indices(0, 8) == []
-    assert video.uniform_indices(7, 1) == [3]
+    assert sampling.uniform_indices(100, 4) == [12, 37, 62, 87]  # centres of 4 segments of 25
+    assert sampling.uniform_indices(10, 10) == list(range(10))
+    assert sampling.uniform_indices(3, 8) == [0, 1, 2]  # short: all frames, the caller pads
+    assert sampling.uniform_indices(0, 8) == []
+    assert sampling.uniform_indices(7, 1) == [3]
     for total in range(1, 300, 7):
         for num in (1, 3, 16):
-            idx = video.uniform_indices(total, num)
+            idx = sampling.uniform_indices(total, num)
             assert idx == sorted(set(idx)) and 0 <= idx[0] and idx[-1] < total and len(idx) == min(total, num)
     with pytest.raises(ValueError):
-        video.uniform_indices(10, 0)
+        sampling.uniform_indices(10, 0)
 
 
 def test_clip_indices():
-    clip = video.clip_indices(100, 8, stride=4, rng=random.Random(0))
+    clip = sampling.clip_indices(100, 8, stride=4, rng=random.Random(0))
     assert len(clip) == 8 and all(b - a == 4 for a, b in zip(clip, clip[1:])) and 0 <= clip[0] and clip[-1] < 100
-    assert clip == video.clip_indices(100, 8, stride=4, rng=random.Random(0))  # seeded: repeatable
-    starts = {video.clip_indices(100, 8, stride=4, rng=random.Random(s))[0] for s in range(50)}
+    assert clip == sampling.clip_indices(100, 8, stride=4, rng=random.Random(0))  # seeded: repeatable
+    starts = {sampling.clip_indices(100, 8, stride=4, rng=random.Random(s))[0] for s in range(50)}
     assert len(starts) > 10 and max(starts) <= 100 - 29  # random start, clip always inside
     rng = random.Random(1)
-    short = video.clip_indices(20, 8, stride=4, rng=rng)  # 29 frames needed: the stride shrinks to 2
+    short = sampling.clip_indices(20, 8, stride=4, rng=rng)  # 29 frames needed: the stride shrinks to 2
     assert len(short) == 8 and short[-1] < 20 and short[1] - short[0] == 2
-    assert video.clip_indices(8, 8, stride=3, rng=rng) == list(range(8))  # stride 1
-    assert video.clip_indices(5, 8, stride=2, rng=rng) == [0, 1, 2, 3, 4]  # too short: all frames
-    assert len(video.clip_indices(50, 1, stride=4, rng=rng)) == 1
+    assert sampling.clip_indices(8, 8, stride=3, rng=rng) == list(range(8))  # stride 1
+    assert sampling.clip_indices(5, 8, stride=2, rng=rng) == [0, 1, 2, 3, 4]  # too short: all frames
+    assert len(sampling.clip_indices(50, 1, stride=4, rng=rng)) == 1
     with pytest.raises(ValueError):
-        video.clip_indices(50, 4, stride=0, rng=rng)
-    assert video.clip_indices(100, 8, stride=4) == list(range(35, 64, 4))  # no rng: the centre clip
+        sampling.clip_indices(50, 4, stride=0, rng=rng)
+    assert sampling.clip_indices(100, 8, stride=4) == list(range(35, 64, 4))  # no rng: the centre clip
 
 
 def test_load_clip_samples_uniformly_centred_and_at_random(indexed):
@@ -193,16 +193,16 @@ def test_a_wrong_frame_count_is_survived(truncated_avi):
     real = video.probe(truncated_avi, exact=True).frames
     assert 20 < real < 50
     frames, length = video.load_clip(truncated_avi, num_frames=8, size=None, sampling="uniform")  # sampled again over the real frames
-    assert length == 8 and [decode_index(f) for f in frames] == video.uniform_indices(real, 8)
+    assert length == 8 and [decode_index(f) for f in frames] == sampling.uniform_indices(real, 8)
     windows = list(video.iter_windows(truncated_avi, window=30, stride=30, num_frames=4, size=None, sampling="uniform"))
     assert windows[0].end == 30 and windows[-1].end == real and windows[-1].length < 4  # cut at the real end
     assert all(w.start < real for w in windows)
 
 
 def test_windows_cover_the_video_frame_exactly(indexed):
-    assert video.window_bounds(120, window=40, stride=30) == [(0, 40), (30, 70), (60, 100), (80, 120)]
-    assert video.window_bounds(120, window=40, stride=40) == [(0, 40), (40, 80), (80, 120)]  # no tail
-    assert video.window_bounds(10, window=40, stride=5) == [(0, 10)]
+    assert sampling.window_bounds(120, window=40, stride=30) == [(0, 40), (30, 70), (60, 100), (80, 120)]
+    assert sampling.window_bounds(120, window=40, stride=40) == [(0, 40), (40, 80), (80, 120)]  # no tail
+    assert sampling.window_bounds(10, window=40, stride=5) == [(0, 10)]
     windows = list(video.iter_windows(indexed, window=40, stride=30, num_frames=4, size=None, sampling="uniform"))
     assert [(w.start, w.end) for w in windows] == [(0, 40), (30, 70), (60, 100), (80, 120)]
     assert [decode_index(f) for f in windows[1].frames] == [35, 45, 55, 65]

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import functools
+import os
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +20,7 @@ from vidclf.cache import ClipCache
 from vidclf.decoder import Decoder
 from vidclf.errors import DatasetError
 from vidclf.preprocess import Preprocess
+from vidclf.sampling import clip_indices
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv", ".3gp", ".ts")
 SPLIT_NAMES = ("train", "val", "test")
@@ -187,8 +189,6 @@ class ClipDataset(torch.utils.data.Dataset):
         return len(self.samples)
 
     def _frames(self, path: str, rng: random.Random) -> np.ndarray:
-        from vidclf import video
-
         pre, decode = self.pre, self.decoder.call
         if not self.train:
             settings = f"{pre.sampling}|{pre.num_frames}|{pre.frame_stride}|{pre.size}|{pre.interpolation}"
@@ -210,7 +210,7 @@ class ClipDataset(torch.utils.data.Dataset):
                 return frames[:length]
             every = decode("read_frames", path, range(info.frames), size=pre.size)
             self.cache.put(path, settings, every)
-        idx = video.clip_indices(len(every), pre.num_frames, stride=pre.frame_stride, rng=rng)
+        idx = clip_indices(len(every), pre.num_frames, stride=pre.frame_stride, rng=rng)
         return np.asarray(every[idx])  # from a memory map: only these frames are read
 
     def _clip(self, index: int, epoch: int) -> Clip | Failure:
@@ -244,6 +244,12 @@ class ClipDataset(torch.utils.data.Dataset):
                 return item._replace(failures=tuple(failures))
             failures.append(item)
         return failures[0]  # nothing readable is left: the training loop stops with that error
+
+
+def default_workers() -> int:
+    """DataLoader processes when none are asked for: the cores this process may use, at most 16."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(0, min(cores, 16))
 
 
 def worker_init(_: int) -> None:

@@ -2,9 +2,10 @@
 video makes no progress for `timeout` seconds.
 
 A read from a network mount that stops answering blocks inside the kernel, where no thread, signal
-handler or FFmpeg interrupt callback can reach it; only killing the process that reads ends it (a
-blocked FUSE or NFS read is killable). So each decoding process (a DataLoader worker, a `check`
-thread, predict itself) keeps one child that decodes for it. The child reports a heartbeat as
+handler or FFmpeg interrupt callback can reach it, and (once the server holds the request) not even
+SIGKILL ends it before the mount answers or goes away. Only abandoning the process that reads gets
+the caller going again. So each decoding process (a DataLoader worker, a `check` thread, predict
+itself) keeps one child that decodes for it. The child reports a heartbeat as
 frames decode; if none comes for `timeout` seconds the child is killed, the video is a `VideoError`
 ("no progress for N s"), and the next call starts a fresh child. The child also dies with its parent.
 """
@@ -73,6 +74,7 @@ class _Child:
         from vidclf.video import VideoError
 
         self.owner = os.getpid()
+        self.killed = False
         to_child_r, to_child_w = os.pipe()
         from_child_r, from_child_w = os.pipe()
         package_parent = str(Path(__file__).resolve().parent.parent)  # the same vidclf, installed or not
@@ -91,7 +93,8 @@ class _Child:
         self.messages.recv()  # "ready"
 
     def usable(self) -> bool:
-        return self.owner == os.getpid() and self.proc.poll() is None
+        """Started by this process and neither killed nor dead (a killed child may linger in the kernel)."""
+        return not self.killed and self.owner == os.getpid() and self.proc.poll() is None
 
     def run(self, kind: str, name: str, path, args: tuple, kwargs: dict, timeout: float) -> Iterator[Any]:
         self.requests.send((kind, name, str(path), args, kwargs))
@@ -125,15 +128,21 @@ class _Child:
             # "tick": progress; wait again
 
     def kill(self) -> None:
+        self.killed = True
         self._finalizer()
         for conn in (self.requests, self.messages):
             conn.close()
 
 
 def _kill(proc: subprocess.Popen) -> None:
+    """SIGKILL, without waiting long: a read the kernel already handed to a stalled FUSE or NFS server
+    sleeps uninterruptibly, and the child dies only when that mount answers or goes away."""
     if proc.poll() is None:
         proc.kill()
-        proc.wait()
+        try:
+            proc.wait(timeout=1)
+        except subprocess.TimeoutExpired:
+            pass  # reaped later by subprocess, once the kernel lets it die
 
 
 def _serve(requests: Connection, messages: Connection) -> None:

@@ -28,7 +28,23 @@ def setup(device_type: str) -> Rank:
         return Rank()
     if not dist.is_initialized():
         dist.init_process_group(backend="nccl" if device_type == "cuda" else "gloo")
+    return current()
+
+
+def current() -> Rank:
+    """This process's rank in a group already set up (by `setup`), or a lone process's."""
+    if not dist.is_initialized():
+        return Rank()
     return Rank(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
+
+
+def rank_device(device: torch.device, rank: Rank) -> torch.device:
+    """Each rank's own GPU (its local rank) under torchrun; on one process, the device asked for."""
+    if device.type != "cuda":
+        return device
+    device = torch.device("cuda", rank.local if rank.world > 1 else device.index or 0)
+    torch.cuda.set_device(device)
+    return device
 
 
 def all_sum(values: list[float], device: torch.device) -> list[float]:
@@ -38,6 +54,15 @@ def all_sum(values: list[float], device: torch.device) -> list[float]:
     t = torch.tensor(values, dtype=torch.float64, device=device)
     dist.all_reduce(t)
     return t.tolist()
+
+
+def gather(obj) -> list:
+    """Every process's `obj`, in rank order (a one-item list on one process)."""
+    if not dist.is_initialized():
+        return [obj]
+    box = [None] * dist.get_world_size()
+    dist.all_gather_object(box, obj)
+    return box
 
 
 def broadcast(obj):

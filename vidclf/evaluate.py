@@ -1,13 +1,21 @@
-"""Metrics of a trained model over a dataset split: accuracy, top-k, per-class P/R/F1, confusion."""
+"""Metrics of a trained model over a dataset split: accuracy, top-k, per-class P/R/F1, confusion.
+
+Which videos make up a split is decided here (with the training run's split settings), so that
+`vidclf evaluate` only parses options and prints.
+"""
 
 from __future__ import annotations
 
-from typing import Iterator
+from typing import Callable, Iterator
 
 import torch
 
-from vidclf.datasets import Batch
+from vidclf import distributed
+from vidclf.checkpoint import Classifier
+from vidclf.datasets import Batch, ClipDataset, EpochSampler, Sample, clip_loader, scan
+from vidclf.decoder import Decoder
 from vidclf.device import autocast
+from vidclf.errors import DatasetError
 from vidclf.preprocess import Preprocess, to_model_input
 
 
@@ -54,9 +62,42 @@ def compute_metrics(confusion: torch.Tensor, *, top_k_correct: int, classes: lis
     }
 
 
+SPLITS = ("val", "test", "train", "all")
+
+
+def split_samples(source: str, split: str, classes: list[str], *, val_split: float = 0.2, seed: int = 0) -> list[Sample]:
+    """The videos of `split` in dataset `source`, labelled by the model's `classes`.
+
+    `val_split` and `seed` should be the training run's, so that "val" is the split it validated on.
+    """
+    if split not in SPLITS:
+        raise ValueError(f"--split should be one of {', '.join(SPLITS)}, got {split!r}")
+    splits = scan(source, val_split=val_split, seed=seed)
+    chosen = splits.train + splits.val + splits.test if split == "all" else getattr(splits, split)
+    if not chosen:
+        raise DatasetError(f"{source}: the {split} split is empty")
+    unknown = sorted(set(splits.classes) - set(classes))
+    if unknown:
+        raise DatasetError(f"{source}: classes the model does not know: {', '.join(unknown)}")
+    return [Sample(p, classes.index(splits.classes[label])) for p, label in chosen]
+
+
+def evaluate_samples(clf: Classifier, samples: list[Sample], *, device: torch.device, dtype: torch.dtype | None = None,
+                     k: int = 5, batch_size: int = 16, workers: int = 0, decoder: Decoder | None = None,
+                     progress: Callable[[int], None] | None = None) -> dict:
+    """Metrics over `samples`; under torchrun each rank takes its shard and the counts are summed, so
+    every video counts exactly once."""
+    rank = distributed.current()
+    sampler = EpochSampler(len(samples), shuffle=False, rank=rank.rank, world=rank.world, pad=False)
+    loader = clip_loader(ClipDataset(samples, clf.preprocess, decoder=decoder), batch_size=batch_size,
+                         workers=workers, device=device, pad_to=clf.preprocess.num_frames, sampler=sampler)
+    return evaluate(clf.model, loader, pre=clf.preprocess, classes=clf.classes, device=device, dtype=dtype, k=k,
+                    progress=progress)
+
+
 def evaluate(model: torch.nn.Module, loader, *, pre: Preprocess, classes: list[str], device: torch.device,
-             dtype: torch.dtype | None = None, k: int = 5, progress=None) -> dict:
-    """Metrics over every readable clip in the loader; unreadable ones are listed under `failed`."""
+             dtype: torch.dtype | None = None, k: int = 5, progress: Callable[[int], None] | None = None) -> dict:
+    """Metrics over every readable clip in the loader (summed over ranks); unreadable ones are listed under `failed`."""
     n = len(classes)
     k = min(k, n)
     confusion = torch.zeros(n, n, dtype=torch.long)
@@ -71,31 +112,7 @@ def evaluate(model: torch.nn.Module, loader, *, pre: Preprocess, classes: list[s
             top_k_correct += int((top == batch.labels[:, None]).any(dim=1).sum())
         if progress is not None:
             progress(len(batch.lengths) + len(batch.failures))
-    return {**compute_metrics(confusion, top_k_correct=top_k_correct, classes=classes, k=k), "failed": failed}
-
-
-def save_confusion_plot(confusion: list[list[int]], classes: list[str], path: str) -> None:
-    """A confusion-matrix heat map as PNG, drawn with OpenCV so no plotting library is needed."""
-    import cv2
-    import numpy as np
-
-    m = np.asarray(confusion, dtype=np.float64)
-    rows = m / np.maximum(m.sum(axis=1, keepdims=True), 1)  # each true class's row sums to 1
-    n, cell, margin = len(classes), 48, 140
-    image = np.full((margin + n * cell + 10, margin + n * cell + 10, 3), 255, np.uint8)
-    font = cv2.FONT_HERSHEY_SIMPLEX
-    for i in range(n):
-        for j in range(n):
-            shade = int(255 * (1 - rows[i, j]))
-            y, x = margin + i * cell, margin + j * cell
-            cv2.rectangle(image, (x, y), (x + cell - 1, y + cell - 1), (255, shade, shade), -1)
-            colour = (255, 255, 255) if rows[i, j] > 0.5 else (0, 0, 0)
-            cv2.putText(image, str(int(m[i, j])), (x + 6, y + cell // 2 + 5), font, 0.45, colour, 1, cv2.LINE_AA)
-        cv2.putText(image, classes[i][:16], (4, margin + i * cell + cell // 2 + 5), font, 0.45, (0, 0, 0), 1,
-                    cv2.LINE_AA)
-        label = np.full((cell, margin - 4, 3), 255, np.uint8)
-        cv2.putText(label, classes[i][:16], (4, cell // 2 + 5), font, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
-        image[4 : margin, margin + i * cell : margin + (i + 1) * cell] = np.rot90(label)[: margin - 4]
-    cv2.putText(image, "true \\ predicted", (4, 20), font, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
-    if not cv2.imwrite(path, image):
-        raise OSError(f"{path}: could not write the plot (is the folder there, and the name .png?)")
+    *counts, top_k_correct = distributed.all_sum(confusion.flatten().tolist() + [top_k_correct], device)
+    confusion = torch.tensor(counts).round().long().view(n, n)
+    failed = [f for part in distributed.gather(failed) for f in part]
+    return {**compute_metrics(confusion, top_k_correct=int(top_k_correct), classes=classes, k=k), "failed": failed}

@@ -10,7 +10,7 @@ from typing import Iterable, Iterator
 import torch
 
 from vidclf.checkpoint import Classifier
-from vidclf.datasets import ClipDataset, Sample, clip_loader, find_videos
+from vidclf.datasets import ClipDataset, Sample, clip_loader, default_workers, find_videos
 from vidclf.decoder import Decoder
 from vidclf.device import autocast
 from vidclf.evaluate import iter_logits
@@ -73,14 +73,36 @@ def _record(path: str, probs: torch.Tensor | None, classes: list[str], k: int, e
     return {"path": path, "label": topk[0]["label"], "score": topk[0]["score"], "topk": topk, "error": None}
 
 
+def predict(paths: list[str], clf: Classifier, *, device: torch.device, dtype: torch.dtype | None = None,
+            batch_size: int = 16, workers: int | None = None, top_k: int = 5, decoder: Decoder | None = None,
+            window: float | None = None, stride: float | None = None) -> Iterator[dict]:
+    """One record per path, in order: of the centre clip, or with `window` also of each window."""
+    if window is not None:
+        for path in paths:
+            yield predict_windows(path, clf, device=device, dtype=dtype, window=window, stride=stride,
+                                  batch_size=batch_size, top_k=top_k, decoder=decoder)
+        return
+    yield from predict_files(paths, clf, device=device, dtype=dtype, batch_size=batch_size,
+                             workers=choose_workers(len(paths), workers), top_k=top_k, decoder=decoder)
+
+
+def choose_workers(files: int, workers: int | None) -> int:
+    """Worker processes for `files` inputs, unless the user chose: none for fewer files than cores.
+
+    Then this process decodes with OpenCV's own threads, which for a few large files is several
+    times faster than one single-threaded decoder per file (5x for 720p on 16 cores).
+    """
+    if workers is not None:
+        return workers
+    cores = default_workers()
+    return 0 if files < cores else cores
+
+
 def predict_files(paths: list[str], clf: Classifier, *, device: torch.device, dtype: torch.dtype | None = None,
                   batch_size: int = 16, workers: int = 0, top_k: int = 5,
                   decoder: Decoder | None = None) -> Iterator[dict]:
-    """Decode in `workers` processes, classify in batches, yield records in the order of `paths`.
-
-    With no workers, this process decodes with OpenCV's own threads: for a few large files that is
-    several times faster than one single-threaded decoder per file (5x for 720p on 16 cores).
-    """
+    """Decode in `workers` processes (none: here, with OpenCV's threads), classify in batches, yield
+    records in the order of `paths`."""
     dataset = ClipDataset([Sample(p, 0) for p in paths], clf.preprocess, threads=1 if workers else 0, decoder=decoder)
     loader = clip_loader(dataset, batch_size=batch_size, workers=workers, device=device,
                          pad_to=clf.preprocess.num_frames)

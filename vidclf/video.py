@@ -16,7 +16,9 @@ from typing import Iterator, NamedTuple, Sequence
 
 import numpy as np
 
+from vidclf.diagnose import why_unopenable
 from vidclf.errors import VidclfError
+from vidclf.sampling import SAMPLINGS, sample_indices, window_bounds
 
 # A seek costs up to a keyframe interval of decoding (250 frames for x264's default; OpenCV also
 # lands 16 frames early and decodes forward), so it pays only across gaps much longer than that.
@@ -82,47 +84,6 @@ class VideoInfo:
     duration: float  # seconds: frames / fps, 0.0 without fps
 
 
-def _why_unopenable(path: Path) -> str:
-    """A best guess, from the file's first bytes, at why FFmpeg could not open it (error path only)."""
-    try:
-        size = path.stat().st_size
-        with open(path, "rb") as f:
-            head = f.read(4096)
-    except OSError as err:
-        return f"cannot be read ({err.strerror})"
-    if head[:4] == b"RIFF" and head[8:12] == b"WAVE" or head[:3] == b"ID3" or head[:4] == b"fLaC":
-        return "an audio file with no video stream"
-    if b"\0" not in head:
-        try:
-            (head[:-3] if len(head) == 4096 else head).decode("utf-8")  # a character may be cut at the end
-            return "a text file, not a video"
-        except UnicodeDecodeError:
-            pass
-    if head[:4] == b"RIFF" and head[8:12] == b"AVI " and int.from_bytes(head[4:8], "little") + 8 > size:
-        return "truncated AVI file"
-    if head[4:8] == b"ftyp":  # MP4/MOV: a chain of boxes; an unfinished file lacks its 'moov' index
-        with open(path, "rb") as f:
-            offset, kinds = 0, []
-            while offset + 8 <= size:
-                f.seek(offset)
-                box = f.read(16)
-                length = int.from_bytes(box[:4], "big")
-                kind = "".join(c if c.isalnum() else "?" for c in box[4:8].decode("latin-1"))
-                if length == 1 and len(box) == 16:
-                    length = int.from_bytes(box[8:16], "big")
-                length = length or size - offset  # 0: the box runs to the end of the file
-                if length < 8:
-                    return "damaged MP4/MOV file (a box of impossible size)"
-                if offset + length > size:
-                    return f"truncated MP4/MOV file (it ends inside its '{kind}' box)"
-                kinds.append(kind)
-                offset += length
-        if "moov" not in kinds:
-            return "truncated or unfinished MP4/MOV file (no 'moov' index)"
-        return "damaged MP4/MOV file, or one without a video track"
-    return "not a video OpenCV can read (unknown format, damaged or truncated, or no video stream)"
-
-
 def _open(path: str | Path, threads: int = 1) -> cv2.VideoCapture:
     p = Path(path)
     if not p.exists():
@@ -139,7 +100,7 @@ def _open(path: str | Path, threads: int = 1) -> cv2.VideoCapture:
     except cv2.error as err:
         raise VideoError(path, f"cannot be opened ({_last_line(err)})") from None
     if not cap.isOpened():
-        raise VideoError(path, _why_unopenable(p))
+        raise VideoError(path, why_unopenable(p))
     if hasattr(cv2, "CAP_PROP_ORIENTATION_AUTO"):
         cap.set(cv2.CAP_PROP_ORIENTATION_AUTO, 1)  # rotation metadata: frames come out upright
     return cap
@@ -169,41 +130,6 @@ def probe(path: str | Path, *, exact: bool = False) -> VideoInfo:
     if frames <= 0 or width <= 0 or height <= 0:  # no size: the decoder could not even parse a frame
         raise VideoError(path, NO_FRAME)
     return VideoInfo(str(path), frames, fps, width, height, frames / fps if fps > 0 else 0.0)
-
-
-SAMPLINGS = ("center", "random", "uniform")  # centre clip, random clip (training), spread over the video
-
-
-def uniform_indices(total: int, num: int) -> list[int]:
-    """`num` frames spread over the whole video (the centre of each of `num` equal segments).
-
-    A video shorter than `num` gives all its frames; the caller pads.
-    """
-    if num < 1:
-        raise ValueError(f"num should be at least 1, got {num}")
-    if total <= num:
-        return list(range(max(total, 0)))
-    return [(2 * i + 1) * total // (2 * num) for i in range(num)]  # int((i + 0.5) * total / num), exactly
-
-
-def clip_indices(total: int, num: int, *, stride: int, rng: random.Random | None = None) -> list[int]:
-    """`num` frames `stride` apart: from a random start with `rng` (training), else the centre clip.
-
-    Evaluation takes the centre clip rather than frames spread over the whole video, so that the
-    model sees motion at the frame rate it was trained on (spreading 16 frames over a 10 s video
-    would show it 15× faster motion than its random training clips did).
-    A video too short for the stride gets the largest stride that fits, down to 1; one shorter than
-    `num` gives all its frames and the caller pads.
-    """
-    if num < 1 or stride < 1:
-        raise ValueError(f"num and stride should be at least 1, got num={num}, stride={stride}")
-    if total <= num:
-        return list(range(max(total, 0)))
-    if num > 1:
-        stride = min(stride, (total - 1) // (num - 1))
-    span = (num - 1) * stride + 1
-    start = rng.randrange(total - span + 1) if rng is not None else (total - span) // 2
-    return list(range(start, start + span, stride))
 
 
 def _to_rgb(frame: np.ndarray, size: Size) -> np.ndarray:
@@ -308,14 +234,6 @@ def read_frames(path: str | Path, indices: Sequence[int], *, size: Size = None, 
     return np.stack([got[int(i)] for i in indices if int(i) in got])
 
 
-def sample_indices(total: int, num: int, *, sampling: str, stride: int = 1,
-                   rng: random.Random | None = None) -> list[int]:
-    """The frames one clip takes from a video of `total` frames, by `sampling` (see SAMPLINGS)."""
-    if sampling == "uniform":
-        return uniform_indices(total, num)
-    return clip_indices(total, num, stride=stride, rng=rng if sampling == "random" else None)
-
-
 def load_clip(path: str | Path, *, num_frames: int, size: Size, sampling: str = "center", stride: int = 1,
               rng: random.Random | None = None, threads: int = 1) -> tuple[np.ndarray, int]:
     """Probe, sample and decode one clip: (frames uint8 (num_frames, H, W, 3) RGB, true length).
@@ -345,23 +263,6 @@ class Window(NamedTuple):
     end: int  # one past its last frame
     frames: np.ndarray  # uint8 (num_frames, H, W, 3) RGB, padded by repeating the last frame
     length: int  # real frames in `frames`
-
-
-def window_bounds(total: int, *, window: int, stride: int) -> list[tuple[int, int]]:
-    """[start, end) of windows of `window` frames every `stride` frames.
-
-    If the strides leave a tail, one more full-length window ends at the last frame, so every window
-    spans the same time (as in training) and the end of the video is covered. A video shorter than
-    one window is one window over all of it.
-    """
-    if window < 1 or stride < 1:
-        raise ValueError(f"window and stride should be at least 1, got window={window}, stride={stride}")
-    if total <= window:
-        return [(0, max(total, 0))]
-    bounds = [(s, s + window) for s in range(0, total - window + 1, stride)]
-    if bounds[-1][1] < total:
-        bounds.append((total - window, total))
-    return bounds
 
 
 def iter_windows(path: str | Path, *, window: int, stride: int, num_frames: int, size: Size,

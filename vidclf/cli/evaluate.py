@@ -1,0 +1,97 @@
+"""`vidclf evaluate`: metrics of a checkpoint on a dataset split, as tables or JSON, and a confusion plot.
+
+Runs under torchrun too: each rank evaluates its shard, rank 0 prints the whole.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from vidclf.cli.common import (Checkpoint, DecodeTimeout, Device, Precision, Quiet, ReportFormat, Verbose, Workers,
+                               app, errors, load_classifier, progress)
+
+
+@app.command()
+def evaluate(
+    model: Checkpoint = None,
+    data: Annotated[Optional[str], typer.Option(help="Dataset folder or CSV manifest. [default: the one the model was trained on]")] = None,
+    manifest: Annotated[Optional[Path], typer.Option(help="A CSV manifest path,label[,split] (same as --data FILE.csv).")] = None,
+    split: Annotated[str, typer.Option(help="val, test, train or all.")] = "val",
+    top_k: Annotated[int, typer.Option(help="k of the top-k accuracy.")] = 5,
+    format: Annotated[ReportFormat, typer.Option("--format", "-f")] = ReportFormat.table,
+    plot: Annotated[Optional[Path], typer.Option(help="Save the confusion matrix as an image (PNG, SVG or PDF).")] = None,
+    batch_size: Annotated[int, typer.Option(help="Clips per batch.")] = 16,
+    workers: Workers = None,
+    decode_timeout: DecodeTimeout = 60.0,
+    device: Device = "auto",
+    precision: Precision = "auto",
+    quiet: Quiet = False,
+    verbose: Verbose = False,
+) -> None:
+    """Accuracy, top-k, per-class precision/recall/F1 and the confusion matrix of a trained model."""
+    with errors(verbose):
+        import json
+
+        from vidclf import checkpoint, distributed
+        from vidclf.datasets import default_workers
+        from vidclf.decoder import Decoder
+        from vidclf.device import autocast_dtype, resolve_device
+        from vidclf.evaluate import evaluate_samples, split_samples
+
+        rank = distributed.setup(resolve_device(device).type)
+        try:
+            clf, dev = load_classifier(model, device, quiet or not rank.is_main)
+            trained = checkpoint.load(clf.path).get("train_config", {})
+            source = str(manifest) if manifest else data or trained.get("data", "data")
+            samples = split_samples(source, split, clf.classes, val_split=trained.get("val_split", 0.2),
+                                    seed=trained.get("seed", 0))
+            with progress(quiet or not rank.is_main) as bar:
+                task = bar.add_task(f"evaluating {split}", total=-(-len(samples) // rank.world))
+                report = evaluate_samples(
+                    clf, samples, device=distributed.rank_device(dev, rank), dtype=autocast_dtype(dev, precision),
+                    k=top_k, batch_size=batch_size, workers=default_workers() if workers is None else workers,
+                    decoder=Decoder(decode_timeout or None), progress=lambda n: bar.advance(task, n))
+        finally:
+            distributed.teardown()
+        if not rank.is_main:
+            return
+        if plot is not None:
+            from vidclf.plots import save_confusion
+
+            save_confusion(report["confusion_matrix"], clf.classes, plot)
+        if format is ReportFormat.json:
+            print(json.dumps(report, ensure_ascii=False, indent=2))
+        else:
+            _print_report(report, clf.classes)
+        if report["failed"]:
+            raise typer.Exit(1)
+
+
+def _print_report(report: dict, classes: list[str]) -> None:
+    from rich.table import Table
+
+    from vidclf.output import stderr, stdout
+
+    k = next(iter(report["top_k_accuracy"]))
+    stdout.print(f"[bold]{report['num_clips']} clips[/]  accuracy {report['accuracy']:.4f}  "
+                 f"top-{k} {report['top_k_accuracy'][k]:.4f}  mean class accuracy "
+                 f"{report['mean_class_accuracy']:.4f}")
+    per_class = Table(title="per class")
+    for col in ("class", "precision", "recall", "f1", "support"):
+        per_class.add_column(col, justify="left" if col == "class" else "right")
+    for row in report["per_class"]:
+        per_class.add_row(row["class"], f"{row['precision']:.3f}", f"{row['recall']:.3f}",
+                          f"{row['f1']:.3f}", str(row["support"]))
+    stdout.print(per_class)
+    confusion = Table(title="confusion (rows: true, columns: predicted)")
+    confusion.add_column("")
+    for c in classes:
+        confusion.add_column(c, justify="right")
+    for c, row in zip(classes, report["confusion_matrix"]):
+        confusion.add_row(c, *map(str, row))
+    stdout.print(confusion)
+    for failure in report["failed"]:
+        stderr.print(f"[red]unreadable[/] {failure['error']}", highlight=False)

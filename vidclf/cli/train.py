@@ -1,0 +1,85 @@
+"""`vidclf train`: options to a TrainConfig, then the fit loop; Ctrl-C exits 130 after saving last.pt."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from vidclf.cli.common import DecodeTimeout, Device, Precision, Quiet, Verbose, Workers, app, errors
+from vidclf.cli.models import (Backbone, Bidirectional, Dropout, FreezeBackbone, HiddenChannels, HiddenSize,
+                               KernelSizes, Layers, Pretrained, Rnn, model_options)
+
+MODEL_PARAMS = ("backbone", "pretrained", "freeze_backbone", "rnn", "hidden_size", "layers", "bidirectional",
+                "dropout", "hidden_channels", "kernel_sizes")
+RENAMED = {"frames": "num_frames"}  # option name → TrainConfig field, where they differ
+
+
+@app.command()
+def train(
+    data: Annotated[str, typer.Option(help="Dataset folder (class folders or train/val/test) or a CSV manifest.")] = "data",
+    arch: Annotated[str, typer.Option(help="Architecture (see `vidclf models`).")] = "cnn-lstm",
+    backbone: Backbone = None, pretrained: Pretrained = None, freeze_backbone: FreezeBackbone = False,
+    rnn: Rnn = None, hidden_size: HiddenSize = None, layers: Layers = None, bidirectional: Bidirectional = False,
+    dropout: Dropout = None, hidden_channels: HiddenChannels = None, kernel_sizes: KernelSizes = None,
+    frames: Annotated[int, typer.Option(help="Frames per clip.")] = 16,
+    size: Annotated[int, typer.Option(help="Frames are resized to SIZE×SIZE.")] = 64,
+    frame_stride: Annotated[int, typer.Option(help="Gap between the frames of a random training clip.")] = 1,
+    input: Annotated[str, typer.Option(help="rgb, diff (x_t − x_(t−1)) or rgb+diff (both: see README).")] = "rgb+diff",
+    batch_size: Annotated[int, typer.Option(help="Clips per step.")] = 16,
+    epochs: Annotated[Optional[int], typer.Option(help="Epochs to train (with --resume: the new total). [default: 10]")] = None,
+    lr: Annotated[float, typer.Option(help="AdamW learning rate.")] = 1e-3,
+    weight_decay: Annotated[float, typer.Option(help="AdamW weight decay.")] = 1e-4,
+    schedule: Annotated[str, typer.Option(help="cosine, step or constant.")] = "cosine",
+    val_split: Annotated[float, typer.Option(help="Fraction of each class held out when there is no val/ folder.")] = 0.2,
+    patience: Annotated[Optional[int], typer.Option(help="Stop after N epochs without a better --monitor.")] = None,
+    monitor: Annotated[str, typer.Option(help="val_acc or val_loss: what the best checkpoint is best at.")] = "val_acc",
+    hflip: Annotated[bool, typer.Option(help="Random horizontal flips (they turn 'left' into 'right').")] = False,
+    seed: Annotated[int, typer.Option(help="Seeds data order, sampling, augmentation and weights.")] = 0,
+    workers: Workers = None,
+    device: Device = "auto",
+    precision: Precision = "auto",
+    cache: Annotated[Optional[str], typer.Option(help="Decode cache folder. [default: ~/.cache/vidclf/clips]")] = None,
+    no_cache: Annotated[bool, typer.Option("--no-cache", help="Decode every clip every epoch.")] = False,
+    cache_size: Annotated[str, typer.Option(help="Bound on the cache's disk use (500MB, 20GB); least recently used entries go.")] = "20GB",
+    decode_timeout: DecodeTimeout = 60.0,
+    compile: Annotated[bool, typer.Option(help="torch.compile the model (slow start; pays off on GPUs).")] = False,
+    out: Annotated[str, typer.Option(help="Run folders (checkpoints, metrics.csv, curves.png) go under here.")] = "models",
+    resume: Annotated[Optional[Path], typer.Option(help="Continue the run of this last.pt (its settings are kept).")] = None,
+    quiet: Quiet = False,
+    verbose: Verbose = False,
+) -> None:
+    """Train a classifier; writes best.pt, last.pt, metrics.csv and curves.png to a new run folder under --out."""
+    options = dict(locals())
+    with errors(verbose):
+        from vidclf.output import stderr
+        from vidclf.train import StopSignal, fit, resume_config
+
+        if resume is not None:  # the saved run's settings, but where and how long to run it now
+            cfg = resume_config(resume, epochs=epochs, device=device, precision=precision, workers=workers,
+                                cache_size=cache_size, decode_timeout=decode_timeout)
+        else:
+            cfg = _new_config(options)
+        stop = StopSignal()
+        stop.install()
+        console = stderr if not quiet else type(stderr)(stderr=True, quiet=True)
+        result = fit(cfg, console=console, show_progress=not quiet, stop=stop, resume=resume)
+        if result.interrupted:
+            raise typer.Exit(130)
+
+
+def _new_config(options: dict):
+    """The TrainConfig of these options: most are its fields by the same name."""
+    from dataclasses import fields
+
+    from vidclf.train import TrainConfig
+
+    known = {f.name for f in fields(TrainConfig)}
+    values = {RENAMED.get(k, k): v for k, v in options.items() if RENAMED.get(k, k) in known}
+    values.update(
+        model=model_options(*(options[k] for k in MODEL_PARAMS)),
+        cache=None if options["no_cache"] else (options["cache"] or ""),
+        epochs=10 if options["epochs"] is None else options["epochs"],
+    )
+    return TrainConfig(**values)

@@ -1,0 +1,71 @@
+"""What a training run shows and leaves behind: the progress bar, the per-epoch table on stderr,
+metrics.csv and curves.png in the run folder.
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+METRIC_COLUMNS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds", "clips_per_s",
+                  "data_wait", "train_clips", "val_clips")
+
+
+def epoch_progress(console: Console, epoch: int, epochs: int, *, enabled: bool) -> Progress:
+    """A transient bar for one epoch's steps; never drawn into a log file or pipe."""
+    return Progress(
+        TextColumn(f"epoch {epoch + 1}/{epochs}"), BarColumn(), MofNCompleteColumn(),
+        TextColumn("loss {task.fields[loss]:.4f} acc {task.fields[acc]:.3f} {task.fields[rate]:.1f} clips/s"),
+        TimeElapsedColumn(), console=console, transient=True, disable=not (enabled and console.is_terminal),
+    )
+
+
+class EpochLog:
+    """One table row per epoch on stderr, and metrics.csv and curves.png beside the checkpoints.
+
+    `run_dir` is None on ranks other than the main one: they write nothing.
+    """
+
+    def __init__(self, console: Console, run_dir: Path | None):
+        self.console = console
+        self.run_dir = run_dir
+        self.header_shown = False
+
+    def add(self, row: dict, history: list[dict]) -> None:
+        self._print(row)
+        if self.run_dir is None:
+            return
+        self._append_csv(row)
+        from vidclf.plots import save_curves
+
+        try:
+            save_curves(history, self.run_dir / "curves.png")
+        except OSError as err:  # a plot is never worth a training run
+            self.console.print(f"[yellow]warning[/] curves.png not written: {escape(str(err))}", highlight=False)
+
+    def _print(self, row: dict) -> None:
+        if not self.header_shown:
+            self.console.print("[bold]epoch  train loss  train acc  val loss  val acc       lr    time  clips/s  wait")
+            self.header_shown = True
+
+        def num(v, fmt):
+            return format(v, fmt) if v is not None else "-"
+
+        self.console.print(
+            f"{row['epoch']:>5}  {row['train_loss']:>10.4f}  {row['train_acc']:>9.3f}  "
+            f"{num(row['val_loss'], '>8.4f'):>8}  {num(row['val_acc'], '>7.3f'):>7}  {row['lr']:>7.1e}  "
+            f"{row['seconds']:>5.1f}s  {row['clips_per_s']:>7.1f}  {row['data_wait']:>4.0%}"
+        )
+
+    def _append_csv(self, row: dict) -> None:
+        path = self.run_dir / "metrics.csv"
+        new = not path.exists()
+        with path.open("a", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=METRIC_COLUMNS)
+            if new:
+                writer.writeheader()
+            writer.writerow(row)
