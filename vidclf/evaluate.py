@@ -20,9 +20,11 @@ from vidclf.preprocess import Preprocess, to_model_input
 
 
 def iter_logits(model: torch.nn.Module, loader, pre: Preprocess, device: torch.device,
-                dtype: torch.dtype | None = None) -> Iterator[tuple[Batch, torch.Tensor]]:
-    """Run the model over a loader of `Batch`es; yields each batch with its float32 logits on the CPU."""
+                dtype: torch.dtype | None = None, *, features: bool = False) -> Iterator[tuple[Batch, torch.Tensor]]:
+    """Run the model over a loader of `Batch`es; yields each batch with its float32 logits on the CPU
+    (with `features`, the vectors before the head: `forward_features`)."""
     model.eval()
+    forward = model.forward_features if features else model
     with torch.inference_mode():
         for batch in loader:
             if len(batch.lengths) == 0:
@@ -31,7 +33,7 @@ def iter_logits(model: torch.nn.Module, loader, pre: Preprocess, device: torch.d
             clips = batch.clips.to(device, non_blocking=True)
             lengths = batch.lengths.to(device, non_blocking=True)
             with autocast(device, dtype):
-                logits = model(to_model_input(clips, lengths, pre), lengths)
+                logits = forward(to_model_input(clips, lengths, pre), lengths)
             yield batch, logits.float().cpu()
 
 

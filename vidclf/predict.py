@@ -1,4 +1,5 @@
-"""Streaming predictions: one record per video (and per window of long videos), in input order."""
+"""Predictions and embeddings for video files: one record per video (and per window of long videos),
+streamed in input order, so a pipe or an --output file gets each as soon as it is ready."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import os
 from pathlib import Path
 from typing import Iterable, Iterator
 
+import numpy as np
 import torch
 
 from vidclf.checkpoint import Classifier
@@ -103,17 +105,45 @@ def predict_files(paths: list[str], clf: Classifier, *, device: torch.device, dt
                   decoder: Decoder | None = None) -> Iterator[dict]:
     """Decode in `workers` processes (none: here, with OpenCV's threads), classify in batches, yield
     records in the order of `paths`."""
+    for path, logits, error in _outputs(paths, clf, device=device, dtype=dtype, batch_size=batch_size,
+                                        workers=workers, decoder=decoder, features=False):
+        yield _record(path, None if error else logits.softmax(dim=0), clf.classes, top_k, error=error)
+
+
+def embed_files(paths: list[str], clf: Classifier, *, device: torch.device, dtype: torch.dtype | None = None,
+                batch_size: int = 16, workers: int | None = None, decoder: Decoder | None = None) -> Iterator[dict]:
+    """One record per path, in order: `forward_features` of its centre clip, the vector before the
+    head, for search, clustering or another model."""
+    for path, vector, error in _outputs(paths, clf, device=device, dtype=dtype, batch_size=batch_size,
+                                        workers=choose_workers(len(paths), workers), decoder=decoder, features=True):
+        yield {"path": path, "embedding": None if error else [round(float(v), 6) for v in vector], "error": error}
+
+
+def save_npy(records: Iterable[dict], path: Path) -> int:
+    """Embeddings as one (N, D) float32 array in `path` and its rows' paths, one a line, beside it in
+    PATH.paths.txt; inputs that failed have no row. Returns N."""
+    rows, names = [], []
+    for record in records:
+        if record["error"] is None:
+            rows.append(record["embedding"])
+            names.append(record["path"])
+    with open(path, "wb") as f:  # a file object: np.save would add .npy to a name without it
+        np.save(f, np.asarray(rows, dtype=np.float32).reshape(len(rows), -1))
+    Path(f"{path}.paths.txt").write_text("".join(f"{name}\n" for name in names), encoding="utf-8")
+    return len(rows)
+
+
+def _outputs(paths: list[str], clf: Classifier, *, device: torch.device, dtype: torch.dtype | None, batch_size: int,
+             workers: int, decoder: Decoder | None, features: bool) -> Iterator[tuple[str, torch.Tensor, str | None]]:
+    """(path, the model's output row, error) for each path in order; the row is empty on an error."""
     dataset = ClipDataset([Sample(p, 0) for p in paths], clf.preprocess, threads=1 if workers else 0, decoder=decoder)
     loader = clip_loader(dataset, batch_size=batch_size, workers=workers, device=device,
                          pad_to=clf.preprocess.num_frames)
-    for batch, logits in iter_logits(clf.model, loader, clf.preprocess, device, dtype):
-        ready: list[tuple[int, dict]] = [
-            (f.index, _record(f.path, None, clf.classes, top_k, error=f.reason)) for f in batch.failures
-        ]
-        probs = logits.softmax(dim=1) if len(logits) else logits
-        ready += [(int(i), _record(paths[int(i)], p, clf.classes, top_k)) for i, p in zip(batch.indices, probs)]
-        for _, record in sorted(ready, key=lambda r: r[0]):
-            yield record
+    for batch, out in iter_logits(clf.model, loader, clf.preprocess, device, dtype, features=features):
+        ready = [(f.index, f.path, torch.zeros(0), f.reason) for f in batch.failures]
+        ready += [(int(i), paths[int(i)], row, None) for i, row in zip(batch.indices, out)]
+        for _, path, row, error in sorted(ready, key=lambda r: r[0]):
+            yield path, row, error
 
 
 def predict_windows(path: str, clf: Classifier, *, device: torch.device, dtype: torch.dtype | None = None,

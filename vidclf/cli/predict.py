@@ -1,4 +1,6 @@
-"""`vidclf predict`: records for pipes and batch jobs (stdout or an --output file), logs on stderr."""
+"""`vidclf predict` and `vidclf embed`: records for pipes and batch jobs (stdout or an --output file),
+logs on stderr; exit code 1 when some input could not be read.
+"""
 
 from __future__ import annotations
 
@@ -13,42 +15,33 @@ from vidclf.cli.common import (Checkpoint, DecodeTimeout, Device, Format, Precis
                                errors, load_classifier, progress)
 
 COLUMNS = ["path", "label", "score", "topk", "error"]
+Inputs = Annotated[list[str], typer.Argument(help="Video files, folders (searched recursively), or - to read paths from stdin.")]
+Shard = Annotated[Optional[str], typer.Option(help="I/N: only every N-th input from the I-th, for array jobs.")]
+Output = Annotated[Optional[Path], typer.Option("--output", "-o", help="Append each record to this file as it completes (not stdout).")]
+Resume = Annotated[bool, typer.Option(help="With --output: skip inputs the file already holds a result for; retry the rest.")]
+BatchSize = Annotated[int, typer.Option(help="Clips per batch.")]
 
 
 @app.command()
 def predict(
-    inputs: Annotated[list[str], typer.Argument(help="Video files, folders (searched recursively), or - to read paths from stdin.")],
+    inputs: Inputs,
     model: Checkpoint = None,
     top_k: Annotated[int, typer.Option(help="Labels listed per video.")] = 3,
     format: Annotated[Optional[Format], typer.Option("--format", "-f", help="[default: table on a terminal, jsonl in a pipe]")] = None,
     window: Annotated[Optional[float], typer.Option(help="Also label each window of this many seconds.")] = None,
     stride: Annotated[Optional[float], typer.Option(help="Seconds between window starts. [default: --window]")] = None,
-    shard: Annotated[Optional[str], typer.Option(help="I/N: only every N-th input from the I-th, for array jobs.")] = None,
-    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Append each record to this jsonl file as it completes (not stdout).")] = None,
-    resume: Annotated[bool, typer.Option(help="With --output: skip inputs the file already holds a result for; retry the rest.")] = False,
-    batch_size: Annotated[int, typer.Option(help="Clips per batch.")] = 16,
-    workers: Workers = None,
-    decode_timeout: DecodeTimeout = 60.0,
-    device: Device = "auto",
-    precision: Precision = "auto",
-    quiet: Quiet = False,
-    verbose: Verbose = False,
+    shard: Shard = None, output: Output = None, resume: Resume = False, batch_size: BatchSize = 16,
+    workers: Workers = None, decode_timeout: DecodeTimeout = 60.0, device: Device = "auto",
+    precision: Precision = "auto", quiet: Quiet = False, verbose: Verbose = False,
 ) -> None:
     """Label videos: one record per video on stdout (or --output); exit code 1 if any could not be read."""
     with errors(verbose):
         from vidclf.decoder import Decoder
         from vidclf.device import autocast_dtype
-        from vidclf.output import default_format, emit, stderr
-        from vidclf.predict import expand_inputs, predict as predict_records, resume_output, shard as take_shard
+        from vidclf.output import default_format, emit
+        from vidclf.predict import predict as predict_records
 
-        if resume and output is None:
-            raise typer.BadParameter("needs --output FILE, the file to resume", param_hint="--resume")
-        paths = take_shard(expand_inputs(inputs, sys.stdin if "-" in inputs else ()), shard)
-        if resume:
-            done = resume_output(output)
-            if not quiet and done:
-                stderr.print(f"{output}: {len(done)} inputs already done")
-            paths = [p for p in paths if p not in done]
+        paths = _pending(inputs, shard, output, resume, quiet)
         clf, dev = load_classifier(model, device, quiet)
         records = predict_records(paths, clf, device=dev, dtype=autocast_dtype(dev, precision), batch_size=batch_size,
                                   workers=workers, top_k=top_k, decoder=Decoder(decode_timeout or None),
@@ -57,21 +50,77 @@ def predict(
         fmt = "jsonl" if output else (format.value if format else default_format())
         with open(output, "a" if resume else "w", encoding="utf-8") if output else contextlib.nullcontext() as file:
             emit(_counted(records, len(paths), failed, quiet), fmt, columns=COLUMNS, table_row=_table_row, file=file)
-        if failed:
-            if not quiet:
-                stderr.print(f"{len(failed)} of {len(paths)} videos could not be read")
-            raise typer.Exit(1)
+        _exit_if_failed(failed, len(paths), quiet)
+
+
+@app.command()
+def embed(
+    inputs: Inputs,
+    model: Checkpoint = None,
+    format: Annotated[str, typer.Option("--format", "-f", help="jsonl (path, embedding, error), or npy: an (N, D) float32 "
+                                        "array in --output and the paths of its rows in OUTPUT.paths.txt.")] = "jsonl",
+    shard: Shard = None, output: Output = None, resume: Resume = False, batch_size: BatchSize = 16,
+    workers: Workers = None, decode_timeout: DecodeTimeout = 60.0, device: Device = "auto",
+    precision: Precision = "auto", quiet: Quiet = False, verbose: Verbose = False,
+) -> None:
+    """One vector per video (the model's features before its head), to search, cluster or feed another model."""
+    with errors(verbose):
+        from vidclf.decoder import Decoder
+        from vidclf.device import autocast_dtype
+        from vidclf.output import emit
+        from vidclf.predict import embed_files, save_npy
+
+        if format not in ("jsonl", "npy"):
+            raise typer.BadParameter(f"should be jsonl or npy, got {format!r}", param_hint="--format")
+        if format == "npy" and (output is None or resume):
+            raise typer.BadParameter("npy needs --output FILE.npy (and cannot --resume)", param_hint="--format")
+        paths = _pending(inputs, shard, output, resume, quiet)
+        clf, dev = load_classifier(model, device, quiet)
+        records = embed_files(paths, clf, device=dev, dtype=autocast_dtype(dev, precision), batch_size=batch_size,
+                              workers=workers, decoder=Decoder(decode_timeout or None))
+        failed: list[str] = []
+        if format == "npy":
+            save_npy(_counted(records, len(paths), failed, quiet), output)
+        else:
+            with open(output, "a" if resume else "w", encoding="utf-8") if output else contextlib.nullcontext() as file:
+                emit(_counted(records, len(paths), failed, quiet), "jsonl", file=file)
+        _exit_if_failed(failed, len(paths), quiet)
+
+
+def _pending(inputs: list[str], shard: Optional[str], output: Optional[Path], resume: bool, quiet: bool) -> list[str]:
+    """The inputs this run should do: expanded, sharded, and without those --resume finds done."""
+    from vidclf.output import stderr
+    from vidclf.predict import expand_inputs, resume_output, shard as take_shard
+
+    if resume and output is None:
+        raise typer.BadParameter("needs --output FILE, the file to resume", param_hint="--resume")
+    paths = take_shard(expand_inputs(inputs, sys.stdin if "-" in inputs else ()), shard)
+    if not resume:
+        return paths
+    done = resume_output(output)
+    if not quiet and done:
+        stderr.print(f"{output}: {len(done)} inputs already done")
+    return [p for p in paths if p not in done]
 
 
 def _counted(records: Iterator[dict], total: int, failed: list[str], quiet: bool) -> Iterator[dict]:
     """The records, advancing the progress bar and noting the inputs that failed."""
     with progress(quiet) as bar:
-        task = bar.add_task("predicting", total=total)
+        task = bar.add_task("working", total=total)
         for record in records:
             if record["error"] is not None:
                 failed.append(record["path"])
             bar.advance(task)
             yield record
+
+
+def _exit_if_failed(failed: list[str], total: int, quiet: bool) -> None:
+    from vidclf.output import stderr
+
+    if failed:
+        if not quiet:
+            stderr.print(f"{len(failed)} of {total} videos could not be read")
+        raise typer.Exit(1)
 
 
 def _table_row(r: dict) -> list[str]:
