@@ -3,6 +3,6 @@ one line and an exit code. One module per group of commands; each registers its 
 """
 
 from vidclf.cli.common import app
-from vidclf.cli import data, models, train, evaluate, predict  # noqa: E402,F401  (they register their commands)
+from vidclf.cli import data, models, train, evaluate, predict, deploy  # noqa: E402,F401  (they register their commands)
 
 __all__ = ["app"]

@@ -1,0 +1,54 @@
+"""Commands that take a trained model elsewhere: `vidclf export` (a file that runs without vidclf)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from vidclf.cli.common import Checkpoint, Quiet, Verbose, app, errors, load_classifier
+
+CHECK_CLIPS = 3  # real clips the exported file is run on, against PyTorch
+
+
+@app.command()
+def export(
+    output: Annotated[Path, typer.Option("--output", "-o", help="The file to write (.onnx, .pt).")],
+    model: Checkpoint = None,
+    format: Annotated[str, typer.Option("--format", "-f", help="onnx (needs pip install 'vidclf[export]') or torchscript.")] = "onnx",
+    check: Annotated[Optional[list[Path]], typer.Option(help="Videos to check the exported file on (repeatable). [default: 3 clips of the training data]")] = None,
+    quiet: Quiet = False,
+    verbose: Verbose = False,
+) -> None:
+    """Write the model and its preprocessing to one file; run it on real clips and fail if its logits
+    differ from PyTorch's by more than 1e-4."""
+    with errors(verbose):
+        import json
+
+        from vidclf.export import export_model
+        from vidclf.output import stderr
+
+        clf, _ = load_classifier(model, "cpu", quiet)
+        videos = check if check is not None else _training_clips(clf.path)
+        report = export_model(clf, fmt=format, output=output, check_videos=videos)
+        if not quiet:
+            stderr.print(f"wrote {report['path']} ({report['bytes'] / 1e6:.1f} MB); on {report['clips']} clips at "
+                         f"batch sizes {report['batch_sizes']} its logits differ from PyTorch's by at most "
+                         f"{report['max_abs_diff']:.1e}")
+        print(json.dumps(report))
+
+
+def _training_clips(path: Path) -> list[str]:
+    """A few videos of the dataset the checkpoint was trained on, when it is still there."""
+    from vidclf import checkpoint
+    from vidclf.datasets import scan
+
+    data = checkpoint.load(path).get("train_config", {}).get("data")
+    try:
+        splits = scan(data)
+    except Exception:  # noqa: BLE001  (moved or gone: export_model then checks on random clips)
+        return []
+    samples = splits.val + splits.train
+    step = max(1, len(samples) // CHECK_CLIPS)
+    return [s.path for s in samples[::step][:CHECK_CLIPS]]
