@@ -81,7 +81,10 @@ class _Child:
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [package_parent, os.environ.get("PYTHONPATH")]))}
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "vidclf.decoder", str(to_child_r), str(from_child_w)],
-            pass_fds=(to_child_r, from_child_w), env=env, stdin=subprocess.DEVNULL,
+            pass_fds=(to_child_r, from_child_w), env=env,
+            # Not the caller's streams: a child abandoned mid-read could hold a pipe open for hours,
+            # and `vidclf … | consumer` would wait for an end of file that never comes.
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
         os.close(to_child_r)
         os.close(from_child_w)
