@@ -146,7 +146,7 @@ class Failure(NamedTuple):
 
 
 class Clip(NamedTuple):
-    frames: torch.Tensor  # uint8 (L, 3, H, W)
+    frames: torch.Tensor  # uint8 (L, 3, H, W), or (V, L, 3, H, W) for V views (multi-view testing)
     length: int
     label: int
     index: int  # the sample served: a replacement's own position when the asked-for video failed
@@ -161,6 +161,7 @@ class Batch(NamedTuple):
     indices: torch.Tensor  # int64 (B,): positions in the dataset
     failures: list[Failure]  # videos of this batch that could not be read
     warnings: list[str] = []
+    views: int = 1  # rows per video: B is videos × views, a video's views consecutive, view 0 its centre clip
 
 
 class ClipDataset(torch.utils.data.Dataset):
@@ -175,7 +176,8 @@ class ClipDataset(torch.utils.data.Dataset):
     """
 
     def __init__(self, samples: Sequence[Sample], pre: Preprocess, *, train: bool = False, seed: int = 0,
-                 cache: ClipCache | None = None, threads: int = 1, decoder: Decoder | None = None):
+                 cache: ClipCache | None = None, threads: int = 1, decoder: Decoder | None = None,
+                 views: tuple[int, int] = (1, 1)):
         self.samples = list(samples)
         self.pre = pre
         self.train = train
@@ -184,12 +186,18 @@ class ClipDataset(torch.utils.data.Dataset):
         self.threads = threads  # decoder threads per clip: 1 in workers, 0 (OpenCV's choice) for few large files
         self.decoder = decoder or Decoder()
         self.known_bad: dict[int, Failure] = {}  # per process: a bad video is decoded once, not once a draw
+        self.views = views  # (clips, crops) of multi-view testing (evaluation only): see video.load_views
 
     def __len__(self) -> int:
         return len(self.samples)
 
     def _frames(self, path: str, rng: random.Random) -> np.ndarray:
         pre, decode = self.pre, self.decoder.call
+        if not self.train and self.views != (1, 1):
+            clips, crops = self.views
+            frames, length = decode("load_views", path, num_frames=pre.num_frames, size=pre.size,
+                                    stride=pre.frame_stride, clips=clips, crops=crops, threads=self.threads)
+            return frames[:, :length]  # (V, L, H, W, 3)
         if not self.train:
             settings = f"{pre.sampling}|{pre.num_frames}|{pre.frame_stride}|{pre.size}|{pre.interpolation}"
             frames = self.cache.get(path, settings) if self.cache else None
@@ -224,8 +232,8 @@ class ClipDataset(torch.utils.data.Dataset):
         except VideoError as err:
             self.known_bad[index] = Failure(path, str(err), index)
             return self.known_bad[index]
-        clip = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2)  # (L, H, W, 3) → (L, 3, H, W)
-        return Clip(clip, len(clip), label, index, warning=self.cache.warning if self.cache else None)
+        clip = torch.from_numpy(np.ascontiguousarray(frames)).movedim(-1, -3)  # ([V,] L, H, W, 3) → ([V,] L, 3, H, W)
+        return Clip(clip, clip.shape[-4], label, index, warning=self.cache.warning if self.cache else None)
 
     def _replacements(self, index: int, epoch: int) -> list[int]:
         order = [i for i in range(len(self.samples)) if i != index]
@@ -284,6 +292,9 @@ def collate(items: list[Clip | Failure], *, pad_to: int | None = None) -> Batch:
     good = [it for it in items if isinstance(it, Clip)]
     failures = [f for it in items for f in ([it] if isinstance(it, Failure) else it.failures)]
     warnings = sorted({it.warning for it in good if it.warning})
+    views = good[0].frames.shape[0] if good and good[0].frames.ndim == 5 else 1
+    if views > 1:  # one row per view, a video's views consecutive
+        good = [it._replace(frames=view) for it in good for view in it.frames]
     if not good:
         empty = torch.zeros(0, dtype=torch.long)
         return Batch(torch.zeros(0, 0, 3, 0, 0, dtype=torch.uint8), empty, empty, empty, failures, warnings)
@@ -299,6 +310,7 @@ def collate(items: list[Clip | Failure], *, pad_to: int | None = None) -> Batch:
         torch.tensor([it.index for it in good]),
         failures,
         warnings,
+        views,
     )
 
 

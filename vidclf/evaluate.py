@@ -37,6 +37,15 @@ def iter_logits(model: torch.nn.Module, loader, pre: Preprocess, device: torch.d
             yield batch, logits.float().cpu()
 
 
+def per_video(rows: torch.Tensor, views: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B·V, D) rows, V consecutive views per video → (the video's row, its centre clip's row), each (B, D).
+
+    With several views, a video's row is the mean over views 1… (view 0 is the centre clip alone).
+    """
+    rows = rows.view(-1, views, rows.shape[1])  # (B·V, D) → (B, V, D)
+    return (rows[:, 1:].mean(dim=1) if views > 1 else rows[:, 0]), rows[:, 0]
+
+
 def compute_metrics(confusion: torch.Tensor, *, top_k_correct: int, classes: list[str], k: int) -> dict:
     """Everything `vidclf evaluate` reports, from a confusion matrix (rows: true, columns: predicted)."""
     confusion = confusion.long()
@@ -86,12 +95,13 @@ def split_samples(source: str, split: str, classes: list[str], *, val_split: flo
 
 def evaluate_samples(clf: Classifier, samples: list[Sample], *, device: torch.device, dtype: torch.dtype | None = None,
                      k: int = 5, batch_size: int = 16, workers: int = 0, decoder: Decoder | None = None,
-                     progress: Callable[[int], None] | None = None) -> dict:
-    """Metrics over `samples`; under torchrun each rank takes its shard and the counts are summed, so
-    every video counts exactly once."""
+                     views: tuple[int, int] = (1, 1), progress: Callable[[int], None] | None = None) -> dict:
+    """Metrics over `samples` with `views` (clips, crops) per video; under torchrun each rank takes its
+    shard and the counts are summed, so every video counts exactly once."""
     rank = distributed.current()
     sampler = EpochSampler(len(samples), shuffle=False, rank=rank.rank, world=rank.world, pad=False)
-    loader = clip_loader(ClipDataset(samples, clf.preprocess, decoder=decoder), batch_size=batch_size,
+    dataset = ClipDataset(samples, clf.preprocess, decoder=decoder, views=views)
+    loader = clip_loader(dataset, batch_size=batch_size,
                          workers=workers, device=device, pad_to=clf.preprocess.num_frames, sampler=sampler)
     return evaluate(clf.model, loader, pre=clf.preprocess, classes=clf.classes, device=device, dtype=dtype, k=k,
                     progress=progress)
@@ -99,22 +109,28 @@ def evaluate_samples(clf: Classifier, samples: list[Sample], *, device: torch.de
 
 def evaluate(model: torch.nn.Module, loader, *, pre: Preprocess, classes: list[str], device: torch.device,
              dtype: torch.dtype | None = None, k: int = 5, progress: Callable[[int], None] | None = None) -> dict:
-    """Metrics over every readable clip in the loader (summed over ranks); unreadable ones are listed under `failed`."""
+    """Metrics over every readable video in the loader (summed over ranks); unreadable ones are listed
+    under `failed`. `accuracy` scores each video by the mean of its views' probabilities,
+    `clip_accuracy` by its centre clip alone (the same without multi-view testing)."""
     n = len(classes)
     k = min(k, n)
     confusion = torch.zeros(n, n, dtype=torch.long)
-    top_k_correct = 0
+    top_k_correct = clip_correct = 0
     failed = []
     for batch, logits in iter_logits(model, loader, pre, device, dtype):
         failed += [{"path": f.path, "error": f.reason} for f in batch.failures]
         if len(logits):
-            predicted = logits.argmax(dim=1)
-            confusion += torch.bincount(batch.labels * n + predicted, minlength=n * n).view(n, n)
-            top = logits.topk(k, dim=1).indices
-            top_k_correct += int((top == batch.labels[:, None]).any(dim=1).sum())
+            video, clip = per_video(logits.softmax(dim=1), batch.views)
+            labels = batch.labels[:: batch.views]
+            confusion += torch.bincount(labels * n + video.argmax(dim=1), minlength=n * n).view(n, n)
+            top_k_correct += int((video.topk(k, dim=1).indices == labels[:, None]).any(dim=1).sum())
+            clip_correct += int((clip.argmax(dim=1) == labels).sum())
         if progress is not None:
-            progress(len(batch.lengths) + len(batch.failures))
-    *counts, top_k_correct = distributed.all_sum(confusion.flatten().tolist() + [top_k_correct], device)
+            progress(len(batch.lengths) // batch.views + len(batch.failures))
+    *counts, top_k_correct, clip_correct = distributed.all_sum(
+        confusion.flatten().tolist() + [top_k_correct, clip_correct], device)
     confusion = torch.tensor(counts).round().long().view(n, n)
     failed = [f for part in distributed.gather(failed) for f in part]
-    return {**compute_metrics(confusion, top_k_correct=int(top_k_correct), classes=classes, k=k), "failed": failed}
+    metrics = compute_metrics(confusion, top_k_correct=int(top_k_correct), classes=classes, k=k)
+    clip_accuracy = clip_correct / metrics["num_clips"] if metrics["num_clips"] else 0.0
+    return {"accuracy": metrics.pop("accuracy"), "clip_accuracy": clip_accuracy, **metrics, "failed": failed}

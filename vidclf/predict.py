@@ -15,7 +15,7 @@ from vidclf.checkpoint import Classifier
 from vidclf.datasets import ClipDataset, Sample, clip_loader, default_workers, find_videos
 from vidclf.decoder import Decoder
 from vidclf.device import autocast
-from vidclf.evaluate import iter_logits
+from vidclf.evaluate import iter_logits, per_video
 from vidclf.preprocess import to_model_input
 
 
@@ -77,7 +77,7 @@ def _record(path: str, probs: torch.Tensor | None, classes: list[str], k: int, e
 
 def predict(paths: list[str], clf: Classifier, *, device: torch.device, dtype: torch.dtype | None = None,
             batch_size: int = 16, workers: int | None = None, top_k: int = 5, decoder: Decoder | None = None,
-            window: float | None = None, stride: float | None = None) -> Iterator[dict]:
+            window: float | None = None, stride: float | None = None, views: tuple[int, int] = (1, 1)) -> Iterator[dict]:
     """One record per path, in order: of the centre clip, or with `window` also of each window."""
     if window is not None:
         for path in paths:
@@ -85,7 +85,7 @@ def predict(paths: list[str], clf: Classifier, *, device: torch.device, dtype: t
                                   batch_size=batch_size, top_k=top_k, decoder=decoder)
         return
     yield from predict_files(paths, clf, device=device, dtype=dtype, batch_size=batch_size,
-                             workers=choose_workers(len(paths), workers), top_k=top_k, decoder=decoder)
+                             workers=choose_workers(len(paths), workers), top_k=top_k, decoder=decoder, views=views)
 
 
 def choose_workers(files: int, workers: int | None) -> int:
@@ -101,21 +101,23 @@ def choose_workers(files: int, workers: int | None) -> int:
 
 
 def predict_files(paths: list[str], clf: Classifier, *, device: torch.device, dtype: torch.dtype | None = None,
-                  batch_size: int = 16, workers: int = 0, top_k: int = 5,
-                  decoder: Decoder | None = None) -> Iterator[dict]:
+                  batch_size: int = 16, workers: int = 0, top_k: int = 5, decoder: Decoder | None = None,
+                  views: tuple[int, int] = (1, 1)) -> Iterator[dict]:
     """Decode in `workers` processes (none: here, with OpenCV's threads), classify in batches, yield
-    records in the order of `paths`."""
-    for path, logits, error in _outputs(paths, clf, device=device, dtype=dtype, batch_size=batch_size,
-                                        workers=workers, decoder=decoder, features=False):
-        yield _record(path, None if error else logits.softmax(dim=0), clf.classes, top_k, error=error)
+    records in the order of `paths`; with `views` (clips, crops), of the mean over the views."""
+    for path, probs, error in _outputs(paths, clf, device=device, dtype=dtype, batch_size=batch_size,
+                                       workers=workers, decoder=decoder, features=False, views=views):
+        yield _record(path, None if error else probs, clf.classes, top_k, error=error)
 
 
 def embed_files(paths: list[str], clf: Classifier, *, device: torch.device, dtype: torch.dtype | None = None,
-                batch_size: int = 16, workers: int | None = None, decoder: Decoder | None = None) -> Iterator[dict]:
-    """One record per path, in order: `forward_features` of its centre clip, the vector before the
-    head, for search, clustering or another model."""
+                batch_size: int = 16, workers: int | None = None, decoder: Decoder | None = None,
+                views: tuple[int, int] = (1, 1)) -> Iterator[dict]:
+    """One record per path, in order: `forward_features` (the vector before the head, for search,
+    clustering or another model) of its centre clip, or the mean over its `views`."""
     for path, vector, error in _outputs(paths, clf, device=device, dtype=dtype, batch_size=batch_size,
-                                        workers=choose_workers(len(paths), workers), decoder=decoder, features=True):
+                                        workers=choose_workers(len(paths), workers), decoder=decoder,
+                                        features=True, views=views):
         yield {"path": path, "embedding": None if error else [round(float(v), 6) for v in vector], "error": error}
 
 
@@ -134,14 +136,18 @@ def save_npy(records: Iterable[dict], path: Path) -> int:
 
 
 def _outputs(paths: list[str], clf: Classifier, *, device: torch.device, dtype: torch.dtype | None, batch_size: int,
-             workers: int, decoder: Decoder | None, features: bool) -> Iterator[tuple[str, torch.Tensor, str | None]]:
-    """(path, the model's output row, error) for each path in order; the row is empty on an error."""
-    dataset = ClipDataset([Sample(p, 0) for p in paths], clf.preprocess, threads=1 if workers else 0, decoder=decoder)
+             workers: int, decoder: Decoder | None, features: bool,
+             views: tuple[int, int]) -> Iterator[tuple[str, torch.Tensor, str | None]]:
+    """(path, probabilities or features, error) for each path in order, the mean over its views;
+    the row is empty on an error."""
+    dataset = ClipDataset([Sample(p, 0) for p in paths], clf.preprocess, threads=1 if workers else 0, decoder=decoder,
+                          views=views)
     loader = clip_loader(dataset, batch_size=batch_size, workers=workers, device=device,
                          pad_to=clf.preprocess.num_frames)
     for batch, out in iter_logits(clf.model, loader, clf.preprocess, device, dtype, features=features):
         ready = [(f.index, f.path, torch.zeros(0), f.reason) for f in batch.failures]
-        ready += [(int(i), paths[int(i)], row, None) for i, row in zip(batch.indices, out)]
+        rows, _ = per_video(out if features else out.softmax(dim=1), batch.views) if len(out) else (out, None)
+        ready += [(int(i), paths[int(i)], row, None) for i, row in zip(batch.indices[:: batch.views], rows)]
         for _, path, row, error in sorted(ready, key=lambda r: r[0]):
             yield path, row, error
 

@@ -44,6 +44,31 @@ def clip_indices(total: int, num: int, *, stride: int, rng: random.Random | None
     return list(range(start, start + span, stride))
 
 
+def spread_clips(total: int, num: int, *, stride: int, clips: int) -> list[list[int]]:
+    """`clips` clips of `num` frames `stride` apart, their starts spread evenly from the video's first
+    frame to the last start that fits (the views of multi-view testing); one clip is the centre clip.
+
+    Each clip has the centre clip's stride and span, so every view shows motion at the training speed.
+    """
+    if clips < 1:
+        raise ValueError(f"--clips should be at least 1, got {clips}")
+    centre = clip_indices(total, num, stride=stride)
+    if clips == 1 or total <= num:
+        return [centre] * clips
+    step = centre[1] - centre[0] if len(centre) > 1 else 1
+    span = centre[-1] - centre[0] + 1
+    starts = [i * (total - span) // (clips - 1) for i in range(clips)]
+    return [list(range(start, start + span, step)) for start in starts]
+
+
+def crop_offsets(length: int, size: int, crops: int) -> list[int]:
+    """Where `crops` crops of `size` start along a side of `length`: the centre, or start, centre and end."""
+    if crops not in (1, 3):
+        raise ValueError(f"--crops should be 1 or 3, got {crops}")
+    centre = (length - size) // 2
+    return [centre] if crops == 1 else [0, centre, length - size]
+
+
 def sample_indices(total: int, num: int, *, sampling: str, stride: int = 1,
                    rng: random.Random | None = None) -> list[int]:
     """The frames one clip takes from a video of `total` frames, by `sampling` (see SAMPLINGS)."""

@@ -10,8 +10,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from vidclf.cli.common import (Checkpoint, DecodeTimeout, Device, Precision, Quiet, ReportFormat, Verbose, Workers,
-                               app, errors, load_classifier, progress)
+from vidclf.cli.common import (Checkpoint, Clips, Crops, DecodeTimeout, Device, Precision, Quiet, ReportFormat, Verbose,
+                               Workers, app, errors, load_classifier, progress)
 
 
 @app.command()
@@ -21,6 +21,8 @@ def evaluate(
     manifest: Annotated[Optional[Path], typer.Option(help="A CSV manifest path,label[,split] (same as --data FILE.csv).")] = None,
     split: Annotated[str, typer.Option(help="val, test, train or all.")] = "val",
     top_k: Annotated[int, typer.Option(help="k of the top-k accuracy.")] = 5,
+    clips: Clips = 1,
+    crops: Crops = 1,
     format: Annotated[ReportFormat, typer.Option("--format", "-f")] = ReportFormat.table,
     plot: Annotated[Optional[Path], typer.Option(help="Save the confusion matrix as an image (PNG, SVG or PDF).")] = None,
     batch_size: Annotated[int, typer.Option(help="Clips per batch.")] = 16,
@@ -53,11 +55,13 @@ def evaluate(
                 report = evaluate_samples(
                     clf, samples, device=distributed.rank_device(dev, rank), dtype=autocast_dtype(dev, precision),
                     k=top_k, batch_size=batch_size, workers=default_workers() if workers is None else workers,
-                    decoder=Decoder(decode_timeout or None), progress=lambda n: bar.advance(task, n))
+                    decoder=Decoder(decode_timeout or None), views=(clips, crops),
+                    progress=lambda n: bar.advance(task, n))
         finally:
             distributed.teardown()
         if not rank.is_main:
             return
+        report["views"] = {"clips": clips, "crops": crops} if format is ReportFormat.json else clips * crops
         if plot is not None:
             from vidclf.plots import save_confusion
 
@@ -76,9 +80,10 @@ def _print_report(report: dict, classes: list[str]) -> None:
     from vidclf.output import stderr, stdout
 
     k = next(iter(report["top_k_accuracy"]))
-    stdout.print(f"[bold]{report['num_clips']} clips[/]  accuracy {report['accuracy']:.4f}  "
-                 f"top-{k} {report['top_k_accuracy'][k]:.4f}  mean class accuracy "
-                 f"{report['mean_class_accuracy']:.4f}")
+    views = f"{report['views']} view{'s' if report['views'] != 1 else ''}"
+    stdout.print(f"[bold]{report['num_clips']} clips[/]  accuracy {report['accuracy']:.4f} ({views})  "
+                 f"clip accuracy {report['clip_accuracy']:.4f}  "
+                 f"top-{k} {report['top_k_accuracy'][k]:.4f}  mean class accuracy {report['mean_class_accuracy']:.4f}")
     per_class = Table(title="per class")
     for col in ("class", "precision", "recall", "f1", "support"):
         per_class.add_column(col, justify="left" if col == "class" else "right")

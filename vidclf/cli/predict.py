@@ -11,8 +11,8 @@ from typing import Annotated, Iterator, Optional
 
 import typer
 
-from vidclf.cli.common import (Checkpoint, DecodeTimeout, Device, Format, Precision, Quiet, Verbose, Workers, app,
-                               errors, load_classifier, progress)
+from vidclf.cli.common import (Checkpoint, Clips, Crops, DecodeTimeout, Device, Format, Precision, Quiet, Verbose,
+                               Workers, app, errors, load_classifier, progress)
 
 COLUMNS = ["path", "label", "score", "topk", "error"]
 Inputs = Annotated[list[str], typer.Argument(help="Video files, folders (searched recursively), or - to read paths from stdin.")]
@@ -30,6 +30,7 @@ def predict(
     format: Annotated[Optional[Format], typer.Option("--format", "-f", help="[default: table on a terminal, jsonl in a pipe]")] = None,
     window: Annotated[Optional[float], typer.Option(help="Also label each window of this many seconds.")] = None,
     stride: Annotated[Optional[float], typer.Option(help="Seconds between window starts. [default: --window]")] = None,
+    clips: Clips = 1, crops: Crops = 1,
     shard: Shard = None, output: Output = None, resume: Resume = False, batch_size: BatchSize = 16,
     workers: Workers = None, decode_timeout: DecodeTimeout = 60.0, device: Device = "auto",
     precision: Precision = "auto", quiet: Quiet = False, verbose: Verbose = False,
@@ -45,7 +46,7 @@ def predict(
         clf, dev = load_classifier(model, device, quiet)
         records = predict_records(paths, clf, device=dev, dtype=autocast_dtype(dev, precision), batch_size=batch_size,
                                   workers=workers, top_k=top_k, decoder=Decoder(decode_timeout or None),
-                                  window=window, stride=stride)
+                                  window=window, stride=stride, views=(clips, crops))
         failed: list[str] = []
         fmt = "jsonl" if output else (format.value if format else default_format())
         with open(output, "a" if resume else "w", encoding="utf-8") if output else contextlib.nullcontext() as file:
@@ -59,6 +60,7 @@ def embed(
     model: Checkpoint = None,
     format: Annotated[str, typer.Option("--format", "-f", help="jsonl (path, embedding, error), or npy: an (N, D) float32 "
                                         "array in --output and the paths of its rows in OUTPUT.paths.txt.")] = "jsonl",
+    clips: Clips = 1, crops: Crops = 1,
     shard: Shard = None, output: Output = None, resume: Resume = False, batch_size: BatchSize = 16,
     workers: Workers = None, decode_timeout: DecodeTimeout = 60.0, device: Device = "auto",
     precision: Precision = "auto", quiet: Quiet = False, verbose: Verbose = False,
@@ -77,7 +79,7 @@ def embed(
         paths = _pending(inputs, shard, output, resume, quiet)
         clf, dev = load_classifier(model, device, quiet)
         records = embed_files(paths, clf, device=dev, dtype=autocast_dtype(dev, precision), batch_size=batch_size,
-                              workers=workers, decoder=Decoder(decode_timeout or None))
+                              workers=workers, decoder=Decoder(decode_timeout or None), views=(clips, crops))
         failed: list[str] = []
         if format == "npy":
             save_npy(_counted(records, len(paths), failed, quiet), output)
