@@ -39,7 +39,7 @@ def predict(
     with errors(verbose):
         from vidclf.decoder import Decoder
         from vidclf.device import autocast_dtype
-        from vidclf.output import default_format, emit
+        from vidclf.output import default_format
         from vidclf.predict import predict as predict_records
 
         paths = _pending(inputs, shard, output, resume, quiet)
@@ -47,11 +47,8 @@ def predict(
         records = predict_records(paths, clf, device=dev, dtype=autocast_dtype(dev, precision), batch_size=batch_size,
                                   workers=workers, top_k=top_k, decoder=Decoder(decode_timeout or None),
                                   window=window, stride=stride, views=(clips, crops))
-        failed: list[str] = []
         fmt = "jsonl" if output else (format.value if format else default_format())
-        with open(output, "a" if resume else "w", encoding="utf-8") if output else contextlib.nullcontext() as file:
-            emit(_counted(records, len(paths), failed, quiet), fmt, columns=COLUMNS, table_row=_table_row, file=file)
-        _exit_if_failed(failed, len(paths), quiet)
+        _write(records, len(paths), fmt, output, resume, quiet)
 
 
 @app.command()
@@ -69,8 +66,7 @@ def embed(
     with errors(verbose):
         from vidclf.decoder import Decoder
         from vidclf.device import autocast_dtype
-        from vidclf.output import emit
-        from vidclf.predict import embed_files, save_npy
+        from vidclf.predict import embed_files
 
         if format not in ("jsonl", "npy"):
             raise typer.BadParameter(f"should be jsonl or npy, got {format!r}", param_hint="--format")
@@ -80,13 +76,7 @@ def embed(
         clf, dev = load_classifier(model, device, quiet)
         records = embed_files(paths, clf, device=dev, dtype=autocast_dtype(dev, precision), batch_size=batch_size,
                               workers=workers, decoder=Decoder(decode_timeout or None), views=(clips, crops))
-        failed: list[str] = []
-        if format == "npy":
-            save_npy(_counted(records, len(paths), failed, quiet), output)
-        else:
-            with open(output, "a" if resume else "w", encoding="utf-8") if output else contextlib.nullcontext() as file:
-                emit(_counted(records, len(paths), failed, quiet), "jsonl", file=file)
-        _exit_if_failed(failed, len(paths), quiet)
+        _write(records, len(paths), format, output, resume, quiet)
 
 
 def _pending(inputs: list[str], shard: Optional[str], output: Optional[Path], resume: bool, quiet: bool) -> list[str]:
@@ -105,6 +95,24 @@ def _pending(inputs: list[str], shard: Optional[str], output: Optional[Path], re
     return [p for p in paths if p not in done]
 
 
+def _write(records: Iterator[dict], total: int, fmt: str, output: Optional[Path], resume: bool, quiet: bool) -> None:
+    """Records to stdout or appended to --output as each completes; exit 1 if an input failed."""
+    from vidclf.output import emit, stderr
+    from vidclf.predict import save_npy
+
+    failed: list[str] = []
+    counted = _counted(records, total, failed, quiet)
+    if fmt == "npy":
+        save_npy(counted, output)
+    else:
+        with open(output, "a" if resume else "w", encoding="utf-8") if output else contextlib.nullcontext() as file:
+            emit(counted, fmt, columns=COLUMNS, table_row=_table_row, file=file)
+    if failed:
+        if not quiet:
+            stderr.print(f"{len(failed)} of {total} videos could not be read")
+        raise typer.Exit(1)
+
+
 def _counted(records: Iterator[dict], total: int, failed: list[str], quiet: bool) -> Iterator[dict]:
     """The records, advancing the progress bar and noting the inputs that failed."""
     with progress(quiet) as bar:
@@ -114,15 +122,6 @@ def _counted(records: Iterator[dict], total: int, failed: list[str], quiet: bool
                 failed.append(record["path"])
             bar.advance(task)
             yield record
-
-
-def _exit_if_failed(failed: list[str], total: int, quiet: bool) -> None:
-    from vidclf.output import stderr
-
-    if failed:
-        if not quiet:
-            stderr.print(f"{len(failed)} of {total} videos could not be read")
-        raise typer.Exit(1)
 
 
 def _table_row(r: dict) -> list[str]:
