@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 from vidclf.cli import app
 
 runner = CliRunner()
-COMMANDS = ["synth", "check", "models", "summary", "train", "evaluate", "predict", "embed", "export"]
+COMMANDS = ["synth", "check", "models", "summary", "train", "evaluate", "predict", "embed", "export", "stream"]
 
 
 def invoke(*args: str, input: str | None = None):

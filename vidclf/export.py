@@ -35,7 +35,6 @@ from copy import deepcopy
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
-from unittest import mock
 
 import numpy as np
 import torch
@@ -156,9 +155,8 @@ def _export_onnx(model: torch.nn.Module, example: torch.Tensor, path: Path, info
 
     The TorchScript-based exporter cannot export adaptive pooling to a grid once the batch is dynamic
     (cnn-lstm's default grid=4). torch.export unrolls the recurrence over the fixed T, which is fine.
-    It cannot trace `pack_padded_sequence` (data-dependent sizes), which the bidirectional cnn-lstm
-    calls; for full-length clips packing changes nothing, so during export the RNN gets the plain
-    batch-first tensor instead. The parity check proves the result.
+    The exported model takes no lengths, so the bidirectional cnn-lstm does not pack its sequence
+    (torch.export cannot trace `pack_padded_sequence`).
     """
     try:
         import onnx
@@ -167,8 +165,7 @@ def _export_onnx(model: torch.nn.Module, example: torch.Tensor, path: Path, info
     except ImportError as err:
         raise ExportError(f"ONNX export needs onnx, onnxscript and onnxruntime ({err.name} is missing): "
                           "pip install 'vidclf[export]'") from None
-    with _known_warnings_hidden(), mock.patch.object(torch.nn.utils.rnn, "pack_padded_sequence",
-                                                    lambda seq, *args, **kwargs: seq):
+    with _known_warnings_hidden():
         torch.onnx.export(model, (example,), str(path), dynamo=True, external_data=False, opset_version=OPSET,
                           input_names=["clips"], output_names=["logits"], verbose=False,
                           dynamic_shapes=({0: torch.export.Dim("batch")},))

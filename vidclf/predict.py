@@ -67,7 +67,8 @@ def resume_output(path: Path) -> set[str]:
     return done
 
 
-def _record(path: str, probs: torch.Tensor | None, classes: list[str], k: int, error: str | None = None) -> dict:
+def topk_record(path: str, probs: torch.Tensor | None, classes: list[str], k: int, error: str | None = None) -> dict:
+    """The record of one video (path, label, score, topk, error), the same in predict, windows and streams."""
     if probs is None:
         return {"path": path, "label": None, "score": None, "topk": [], "error": error}
     scores, idx = probs.topk(min(k, len(classes)))
@@ -107,7 +108,7 @@ def predict_files(paths: list[str], clf: Classifier, *, device: torch.device, dt
     records in the order of `paths`; with `views` (clips, crops), of the mean over the views."""
     for path, probs, error in _outputs(paths, clf, device=device, dtype=dtype, batch_size=batch_size,
                                        workers=workers, decoder=decoder, features=False, views=views):
-        yield _record(path, None if error else probs, clf.classes, top_k, error=error)
+        yield topk_record(path, None if error else probs, clf.classes, top_k, error=error)
 
 
 def embed_files(paths: list[str], clf: Classifier, *, device: torch.device, dtype: torch.dtype | None = None,
@@ -195,5 +196,5 @@ def predict_windows(path: str, clf: Classifier, *, device: torch.device, dtype: 
         if pending:
             flush()
     except video.VideoError as err:
-        return {**_record(path, None, clf.classes, top_k, error=str(err)), "windows": []}
-    return {**_record(path, total / len(windows), clf.classes, top_k), "windows": windows}
+        return {**topk_record(path, None, clf.classes, top_k, error=str(err)), "windows": []}
+    return {**topk_record(path, total / len(windows), clf.classes, top_k), "windows": windows}

@@ -1,4 +1,5 @@
-"""Commands that take a trained model elsewhere: `vidclf export` (a file that runs without vidclf)."""
+"""Commands that take a trained model elsewhere: `vidclf export` (a file that runs without vidclf) and
+`vidclf stream` (labels for a video as it plays)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from vidclf.cli.common import Checkpoint, Quiet, Verbose, app, errors, load_classifier
+from vidclf.cli.common import Checkpoint, Device, Precision, Quiet, Verbose, app, errors, load_classifier
 
 CHECK_CLIPS = 3  # real clips the exported file is run on, against PyTorch
 
@@ -52,3 +53,32 @@ def _training_clips(path: Path) -> list[str]:
     samples = splits.val + splits.train
     step = max(1, len(samples) // CHECK_CLIPS)
     return [s.path for s in samples[::step][:CHECK_CLIPS]]
+
+
+@app.command()
+def stream(
+    source: Annotated[str, typer.Argument(help="A video file (read as a live stream), a camera index (0), an rtsp:// or http:// URL, or - for a container stream on stdin.")],
+    model: Checkpoint = None,
+    hop: Annotated[float, typer.Option(min=0.001, help="Seconds of video between records.")] = 1.0,
+    top_k: Annotated[int, typer.Option(help="Labels listed per record.")] = 3,
+    reconnect_tries: Annotated[int, typer.Option(min=1, help="Attempts to (re)open a live URL before giving up.")] = 3,
+    device: Device = "auto",
+    precision: Precision = "auto",
+    quiet: Quiet = False,
+    verbose: Verbose = False,
+) -> None:
+    """Classify a video as it plays: every --hop seconds one jsonl record (time, label, score, topk) for the
+    last clip span, flushed at once; Ctrl-C or the end of the stream stops it."""
+    with errors(verbose):
+        from vidclf.device import autocast_dtype
+        from vidclf.output import emit
+        from vidclf.stream import frames, stream_records
+
+        clf, dev = load_classifier(model, device, quiet)
+        source_frames = frames(source, clf.preprocess.size, reconnect_tries=reconnect_tries)
+        records = stream_records(clf, source_frames, device=dev, hop_s=hop, top_k=top_k,
+                                 dtype=autocast_dtype(dev, precision))
+        try:
+            emit(records, "jsonl")
+        except KeyboardInterrupt:  # the usual way to stop a live stream: not an error
+            raise typer.Exit(0)

@@ -135,29 +135,41 @@ class CnnLstm(nn.Module):
         return self
 
     def frame_features(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, T, C, H, W) → (B, T, feature_size): every frame through the CNN in one batch."""
+        """(B, T, C, H, W) → (B, T, feature_size): every frame through the CNN in one batch.
+
+        Each frame's result depends on that frame's input alone, so a stream computes it once per frame.
+        """
         B, T, C, H, W = x.shape  # batch, time, channels, height, width
         frames = x.reshape(B * T, C, H, W).contiguous(memory_format=torch.channels_last)
         maps = self.backbone(frames)  # (B*T, width, h, w)
         return self.project(self.pool(maps)).view(B, T, -1)  # (B*T, width·grid²) → (B, T, feature_size)
 
-    def forward_features(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
-        """(B, T, C, H, W), lengths (B,) or None (all T) → (B, hidden): the state after each clip's own last frame."""
-        lengths = lengths_or_full(x, lengths)
-        seq = self.frame_features(x)  # (B, T, feature_size)
+    def sequence_features(self, seq: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """`frame_features` (B, T, feature_size), lengths (B,) or None (all T) → (B, hidden).
+
+        Everything that depends on where the clip starts: the feature changes and the recurrent layer.
+        """
         if self.config.motion_features:
             # [p_t, p_t - p_{t-1}] (zero change at t = 0): direction becomes linear in the input, so the
             # recurrent layer only has to accumulate it; learns several times faster than p_t alone.
             change = torch.cat([torch.zeros_like(seq[:, :1]), seq[:, 1:] - seq[:, :-1]], dim=1)
             seq = torch.cat([seq, change], dim=2)  # (B, T, 2·feature_size)
         if self.config.bidirectional:
-            packed = nn.utils.rnn.pack_padded_sequence(seq, lengths.cpu(), batch_first=True, enforce_sorted=False)
+            # Packed only for clips of their own lengths: the backward direction must start at each
+            # clip's last real frame. Full-length clips need no packing (which torch.export cannot trace).
+            packed = seq if lengths is None else nn.utils.rnn.pack_padded_sequence(
+                seq, lengths.cpu(), batch_first=True, enforce_sorted=False)
             _, state = self.rnn(packed)
             h = state[0] if isinstance(state, tuple) else state  # (layers·2, B, hidden)
             return torch.cat([h[-2], h[-1]], dim=1)  # forward and backward directions of the last layer
         out, _ = self.rnn(seq)  # (B, T, hidden); causal, so step L-1 never saw the padding after it
+        lengths = lengths_or_full(seq, lengths)
         last = (lengths - 1).clamp(min=0).view(-1, 1, 1).expand(-1, 1, out.shape[2])
         return out.gather(1, last).squeeze(1)
+
+    def forward_features(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, T, C, H, W), lengths (B,) or None (all T) → (B, hidden): the state after each clip's own last frame."""
+        return self.sequence_features(self.frame_features(x), lengths)
 
     def forward_head(self, features: torch.Tensor) -> torch.Tensor:
         return self.head(self.dropout(features))

@@ -4,6 +4,8 @@ They share everything but the cell: a strided stem shrinks the frames (the recur
 resolution costs far too much), then L layers, each reading the previous layer's hidden sequence,
 then global pooling of the last layer's final state and a linear head. Inside a layer only the
 hidden-to-hidden convolutions are sequential; the input convolutions of all time steps run in one call.
+`frame_features` (stem and first input convolutions, per frame) and `sequence_features` (the rest) split
+the work so that a stream (vidclf/stream.py) does the per-frame part once per frame.
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ class ConvRecurrentConfig:
     def __post_init__(self) -> None:
         self.hidden_channels = tuple(int(c) for c in self.hidden_channels)
         self.kernel_sizes = tuple(int(k) for k in self.kernel_sizes)
+        if not self.hidden_channels:
+            raise ValueError("hidden_channels needs at least one layer (a recurrent net needs a recurrence)")
         if len(self.kernel_sizes) == 1 and len(self.hidden_channels) > 1:
             self.kernel_sizes = self.kernel_sizes * len(self.hidden_channels)
         if len(self.kernel_sizes) != len(self.hidden_channels):
@@ -121,16 +125,23 @@ class ConvRecurrentLayer(nn.Module):
         super().__init__()
         self.cell = cell
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def input_convs(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, T, C, H, W) → (B, T, gates·hidden, H, W): the input convolutions of all time steps in one call."""
         B, T, C, H, W = x.shape  # batch, time, channels, height, width
-        gx = self.cell.input_conv(x.reshape(B * T, C, H, W))  # all time steps in one call
-        gx = gx.view(B, T, -1, H, W)  # (B*T, gates·hidden, H, W) → (B, T, gates·hidden, H, W)
+        gx = self.cell.input_conv(x.reshape(B * T, C, H, W))
+        return gx.view(B, T, -1, H, W)  # (B*T, gates·hidden, H, W) → (B, T, gates·hidden, H, W)
+
+    def recur(self, gx: torch.Tensor) -> torch.Tensor:
+        """`input_convs` (B, T, gates·hidden, H, W) → hidden sequence (B, T, hidden, H, W), from a zero state."""
         state = self.cell.initial_state(gx[:, 0])
         outputs = []
         for gx_t in gx.unbind(1):  # unbind, not gx[:, t]: one view per step, measured 2× faster
             h, state = self.cell.step(gx_t, state)
             outputs.append(h)
         return torch.stack(outputs, dim=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.recur(self.input_convs(x))
 
 
 class ConvRecurrentNet(nn.Module):
@@ -151,17 +162,34 @@ class ConvRecurrentNet(nn.Module):
         self.dropout = nn.Dropout(c.dropout)
         self.head = nn.Linear(channels, num_classes)
 
-    def forward_features(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
-        """(B, T, C, H, W), lengths (B,) or None (all T) → (B, hidden): the last layer's state at each clip's last frame."""
-        lengths = lengths_or_full(x, lengths)
+    def frame_features(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, T, C, H, W) → (B, T, gates·hidden, h, w): the stem and the first layer's input convolutions.
+
+        This is the part that depends on each frame alone, so a stream computes it once per frame.
+        """
         B, T, C, H, W = x.shape  # batch, time, channels, height, width
         maps = self.stem(x.reshape(B * T, C, H, W))
         seq = maps.view(B, T, *maps.shape[1:])  # (B*T, c, h, w) → (B, T, c, h, w)
-        for layer in self.layers:
+        return self.layers[0].input_convs(seq)
+
+    def sequence_features(self, gx: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """`frame_features` (B, T, gates·hidden, h, w), lengths (B,) or None (all T) → (B, hidden).
+
+        Everything that depends on where the clip starts: the recurrences (zero state at its first frame),
+        the deeper layers, and the last layer's state at each clip's last frame, pooled.
+        """
+        B = gx.shape[0]
+        lengths = lengths_or_full(gx, lengths)
+        seq = self.layers[0].recur(gx)  # (B, T, hidden, h, w)
+        for layer in self.layers[1:]:
             seq = layer(seq)  # causal: the state at step L-1 never saw the padding after it
         index = (lengths - 1).clamp(min=0).view(B, 1, 1, 1, 1).expand(B, 1, *seq.shape[2:])
         last = seq.gather(1, index).squeeze(1)  # (B, hidden, h, w)
         return last.mean(dim=(2, 3))
+
+    def forward_features(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, T, C, H, W), lengths (B,) or None (all T) → (B, hidden): the last layer's state at each clip's last frame."""
+        return self.sequence_features(self.frame_features(x), lengths)
 
     def forward_head(self, features: torch.Tensor) -> torch.Tensor:
         return self.head(self.dropout(features))
