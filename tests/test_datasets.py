@@ -239,3 +239,16 @@ def test_a_full_disk_turns_the_cache_off_with_one_warning_and_clips_are_still_se
     assert "No space left on device" in first.warning and second.warning == first.warning
     assert not list((tmp_path / "cache").rglob("*.tmp"))
     assert not ClipCache(tmp_path / "file.txt" / "cache", max_bytes=1).usable() or os.geteuid() == 0
+
+
+def test_a_file_gone_since_the_scan_is_a_failure_not_a_crash(synth_data, tmp_path):
+    """The cache stats each file for its key; a file deleted (or on a mount that died) must not kill a worker."""
+    gone = tmp_path / "gone.mp4"
+    good = [Sample(str(p), 0) for p in sorted(synth_data.rglob("*.mp4"))[:2]]
+    cache = ClipCache(tmp_path / "cache", max_bytes=10**9)
+    ds = ClipDataset([Sample(str(gone), 0), *good], Preprocess(num_frames=4, size=16), train=True, cache=cache)
+    item = ds[(0, 0)]
+    assert isinstance(item, Clip) and item.failures[0].path == str(gone)
+    assert "cannot be read (No such file or directory)" in item.failures[0].reason
+    failure = ClipDataset([Sample(str(gone), 0)], Preprocess(num_frames=4, size=16), cache=cache)[0]
+    assert isinstance(failure, Failure)

@@ -33,7 +33,8 @@ def test_embed_jsonl_gives_forward_features_in_input_order(trained, synth_data, 
     clips = sorted(map(str, synth_data.rglob("*.mp4")))[:5]
     bad = tmp_path / "bad.mp4"
     bad.write_text("not a video")
-    result = invoke("embed", clips[0], bad, *clips[1:], "--model", trained, "--workers", "0", "--batch-size", "2")
+    result = invoke("embed", clips[0], bad, *clips[1:], "--model", trained, "--workers", "0", "--batch-size", "2",
+                    "--clips", "1")  # the centre clip, as the reference computes it
     assert result.exit_code == 1, result.output  # one input could not be read
     records = [json.loads(line) for line in result.stdout.splitlines()]
     assert [r["path"] for r in records] == [clips[0], str(bad), *clips[1:]]
@@ -46,7 +47,8 @@ def test_embed_jsonl_gives_forward_features_in_input_order(trained, synth_data, 
 def test_embed_npy_writes_an_array_and_its_paths(trained, synth_data, tmp_path):
     clips = sorted(map(str, synth_data.rglob("*.mp4")))[:4]
     out = tmp_path / "vectors"
-    result = invoke("embed", *clips, "--model", trained, "--format", "npy", "--output", out, "--workers", "0")
+    result = invoke("embed", *clips, "--model", trained, "--format", "npy", "--output", out, "--workers", "0",
+                    "--clips", "1")
     assert result.exit_code == 0, result.output
     array = np.load(out)
     assert array.dtype == np.float32 and array.shape == (4, 128)

@@ -74,7 +74,7 @@ def test_predict_reports_the_mean_of_the_views_probabilities(trained, synth_data
 
 def test_clip_accuracy_is_the_single_centre_clip_run(trained, synth_data):
     args = ["evaluate", "--model", trained, "--data", synth_data, "--split", "all", "--format", "json", "--workers", "0"]
-    single = json.loads(invoke(*args).stdout)
+    single = json.loads(invoke(*args, "--clips", "1").stdout)
     views = json.loads(invoke(*args, "--clips", "3", "--crops", "3").stdout)
     assert views["clip_accuracy"] == single["accuracy"] == single["clip_accuracy"]
     assert views["views"] == {"clips": 3, "crops": 3} and views["num_clips"] == single["num_clips"] == 18

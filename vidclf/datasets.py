@@ -229,8 +229,9 @@ class ClipDataset(torch.utils.data.Dataset):
         path, label = self.samples[index]
         try:
             frames = self._frames(path, random.Random(f"{self.seed}|{epoch}|{index}"))
-        except VideoError as err:
-            self.known_bad[index] = Failure(path, str(err), index)
+        except (VideoError, OSError) as err:  # OSError: gone since the scan, or its mount died (the cache stats it)
+            reason = str(err) if isinstance(err, VideoError) else f"{path}: cannot be read ({err.strerror or err})"
+            self.known_bad[index] = Failure(path, reason, index)
             return self.known_bad[index]
         clip = torch.from_numpy(np.ascontiguousarray(frames)).movedim(-1, -3)  # ([V,] L, H, W, 3) → ([V,] L, 3, H, W)
         return Clip(clip, clip.shape[-4], label, index, warning=self.cache.warning if self.cache else None)

@@ -44,7 +44,7 @@ DecodeTimeout = Annotated[float, typer.Option(
     min=0, help="Abandon a video after this many seconds without a decoded frame (a stalled network mount); "
                 "0 decodes in-process with no watchdog.")]
 Clips = Annotated[int, typer.Option(min=1, help="Score each video by N clips spread evenly over it (at the training stride), "
-                                                 "their probabilities averaged.", rich_help_panel="Views")]
+                                                 "their probabilities averaged; 1: the centre clip.", rich_help_panel="Views")]
 Crops = Annotated[int, typer.Option(min=1, max=3, help="1: the whole frame, as in training; 3: three crops along the longer "
                                                        "side of each clip.", rich_help_panel="Views")]
 Checkpoint = Annotated[Optional[Path], typer.Option("--model", help="Checkpoint. [default: the newest best.pt under models/]")]

@@ -21,7 +21,7 @@ def evaluate(
     manifest: Annotated[Optional[Path], typer.Option(help="A CSV manifest path,label[,split] (same as --data FILE.csv).")] = None,
     split: Annotated[str, typer.Option(help="val, test, train or all.")] = "val",
     top_k: Annotated[int, typer.Option(help="k of the top-k accuracy.")] = 5,
-    clips: Clips = 1,
+    clips: Clips = 3,
     crops: Crops = 1,
     format: Annotated[ReportFormat, typer.Option("--format", "-f")] = ReportFormat.table,
     plot: Annotated[Optional[Path], typer.Option(help="Save the confusion matrix as an image (PNG, SVG or PDF).")] = None,

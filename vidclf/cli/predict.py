@@ -30,7 +30,7 @@ def predict(
     format: Annotated[Optional[Format], typer.Option("--format", "-f", help="[default: table on a terminal, jsonl in a pipe]")] = None,
     window: Annotated[Optional[float], typer.Option(help="Also label each window of this many seconds.")] = None,
     stride: Annotated[Optional[float], typer.Option(help="Seconds between window starts. [default: --window]")] = None,
-    clips: Clips = 1, crops: Crops = 1,
+    clips: Clips = 3, crops: Crops = 1,
     shard: Shard = None, output: Output = None, resume: Resume = False, batch_size: BatchSize = 16,
     workers: Workers = None, decode_timeout: DecodeTimeout = 60.0, device: Device = "auto",
     precision: Precision = "auto", quiet: Quiet = False, verbose: Verbose = False,
@@ -57,7 +57,7 @@ def embed(
     model: Checkpoint = None,
     format: Annotated[str, typer.Option("--format", "-f", help="jsonl (path, embedding, error), or npy: an (N, D) float32 "
                                         "array in --output and the paths of its rows in OUTPUT.paths.txt.")] = "jsonl",
-    clips: Clips = 1, crops: Crops = 1,
+    clips: Clips = 3, crops: Crops = 1,
     shard: Shard = None, output: Output = None, resume: Resume = False, batch_size: BatchSize = 16,
     workers: Workers = None, decode_timeout: DecodeTimeout = 60.0, device: Device = "auto",
     precision: Precision = "auto", quiet: Quiet = False, verbose: Verbose = False,
