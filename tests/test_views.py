@@ -11,6 +11,7 @@ import torch
 from tests.test_cli import invoke
 from tests.videos import decode_index, indexed_frames, write_video
 from vidclf import sampling, video
+from vidclf.views import load_views
 
 
 def test_spread_clips_cover_the_video_at_the_training_stride():
@@ -26,7 +27,7 @@ def test_views_come_from_one_pass_over_the_file(tmp_path, monkeypatch):
     path = write_video(tmp_path / "v.avi", indexed_frames(100, (64, 80)), fourcc="MJPG")
     opens, real_open = [], video._open
     monkeypatch.setattr(video, "_open", lambda *a, **k: opens.append(1) or real_open(*a, **k))
-    views, length = video.load_views(path, num_frames=8, size=80, stride=2, clips=3, crops=1)
+    views, length = load_views(path, num_frames=8, size=80, stride=2, clips=3, crops=1)
     assert len(opens) == 2  # the probe, then one sequential read for every view
     assert views.shape == (4, 8, 80, 80, 3) and length == 8
     firsts = [[decode_index(f) for f in v] for v in views]
@@ -40,7 +41,7 @@ def test_three_crops_run_along_the_longer_side(tmp_path):
     frames = np.zeros((20, 40, 80, 3), np.uint8)
     frames[:, :, :20] = 255  # a white band at the left edge of a wide frame
     path = write_video(tmp_path / "wide.avi", frames, fourcc="MJPG")
-    views, _ = video.load_views(path, num_frames=4, size=32, clips=1, crops=3)
+    views, _ = load_views(path, num_frames=4, size=32, clips=1, crops=3)
     assert views.shape == (4, 4, 32, 32, 3)
     left, centre, right = (v[0].mean() for v in views[1:])
     assert left > 100 > centre and right < 10  # the band shows in the left crop only
@@ -65,7 +66,7 @@ def test_predict_reports_the_mean_of_the_views_probabilities(trained, synth_data
                     "--workers", "0", "--top-k", "3")
     assert result.exit_code == 0, result.output
     record = json.loads(result.stdout)
-    views, length = video.load_views(path, num_frames=pre.num_frames, size=pre.size, stride=pre.frame_stride,
+    views, length = load_views(path, num_frames=pre.num_frames, size=pre.size, stride=pre.frame_stride,
                                      clips=3, crops=3)
     mean = torch.stack([_probs(clf, v[:length]) for v in views[1:]]).mean(dim=0)
     expected = {clf.classes[i]: float(p) for i, p in enumerate(mean)}

@@ -42,14 +42,14 @@ def check_videos(paths: Sequence[str | Path], *, workers: int = 1, deep: bool = 
 
 
 def _check_file(path: Path, decoder: Decoder, deep: bool) -> dict:
-    from vidclf.video import VideoError
+    from vidclf.video import VideoError, probe, read_frames
 
     try:
-        info = decoder.call("probe", path)
+        info = decoder.call(probe, path)
         if deep:
-            decoded = decoder.call("probe", path, exact=True).frames  # decodes every frame
+            decoded = decoder.call(probe, path, exact=True).frames  # decodes every frame
         else:
-            decoder.call("read_frames", path, [0])
+            decoder.call(read_frames, path, [0])
             decoded = None
     except VideoError as err:
         return {"path": str(path), "error": str(err)}

@@ -186,23 +186,25 @@ class ClipDataset(torch.utils.data.Dataset):
         self.threads = threads  # decoder threads per clip: 1 in workers, 0 (OpenCV's choice) for few large files
         self.decoder = decoder or Decoder()
         self.known_bad: dict[int, Failure] = {}  # per process: a bad video is decoded once, not once a draw
-        self.views = views  # (clips, crops) of multi-view testing (evaluation only): see video.load_views
+        self.views = views  # (clips, crops) of multi-view testing (evaluation only): see views.load_views
 
     def __len__(self) -> int:
         return len(self.samples)
 
     def _frames(self, path: str, rng: random.Random) -> np.ndarray:
+        from vidclf import video, views
+
         pre, decode = self.pre, self.decoder.call
         if not self.train and self.views != (1, 1):
             clips, crops = self.views
-            frames, length = decode("load_views", path, num_frames=pre.num_frames, size=pre.size,
+            frames, length = decode(views.load_views, path, num_frames=pre.num_frames, size=pre.size,
                                     stride=pre.frame_stride, clips=clips, crops=crops, threads=self.threads)
             return frames[:, :length]  # (V, L, H, W, 3)
         if not self.train:
             settings = f"{pre.sampling}|{pre.num_frames}|{pre.frame_stride}|{pre.size}|{pre.interpolation}"
             frames = self.cache.get(path, settings) if self.cache else None
             if frames is None:
-                frames, length = decode("load_clip", path, num_frames=pre.num_frames, size=pre.size,
+                frames, length = decode(video.load_clip, path, num_frames=pre.num_frames, size=pre.size,
                                         sampling=pre.sampling, stride=pre.frame_stride, threads=self.threads)
                 frames = frames[:length]
                 if self.cache:
@@ -211,12 +213,12 @@ class ClipDataset(torch.utils.data.Dataset):
         settings = f"all|{pre.size}|{pre.interpolation}"
         every = self.cache.get(path, settings, mmap=True) if self.cache else None
         if every is None:
-            info = decode("probe", path)
+            info = decode(video.probe, path)
             if not self.cache or info.frames > MAX_CACHED_FRAMES:
-                frames, length = decode("load_clip", path, num_frames=pre.num_frames, size=pre.size,
+                frames, length = decode(video.load_clip, path, num_frames=pre.num_frames, size=pre.size,
                                         sampling="random", stride=pre.frame_stride, rng=rng)
                 return frames[:length]
-            every = decode("read_frames", path, range(info.frames), size=pre.size)
+            every = decode(video.read_frames, path, range(info.frames), size=pre.size)
             self.cache.put(path, settings, every)
         idx = clip_indices(len(every), pre.num_frames, stride=pre.frame_stride, rng=rng)
         return np.asarray(every[idx])  # from a memory map: only these frames are read

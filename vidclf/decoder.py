@@ -19,7 +19,7 @@ import time
 import weakref
 from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 DEFAULT_TIMEOUT = 60.0  # seconds without a decoded frame: far beyond any real frame, short of a hung run
 HEARTBEAT = 0.25  # the child reports progress at most this often (seconds)
@@ -27,7 +27,8 @@ START_TIMEOUT = 60.0  # the child's imports (numpy, OpenCV) on a loaded machine
 
 
 class Decoder:
-    """Calls `vidclf.video` functions by name: in a watched child process, or here if `timeout` is None.
+    """Calls decoding functions (`video.load_clip`, `views.load_views` …): in a watched child process, or
+    here if `timeout` is None. Functions travel by reference (module and name), as pickle sends them.
 
     Safe to copy into forked or spawned workers: a copy starts its own child on first use.
     """
@@ -41,25 +42,23 @@ class Decoder:
     def __getstate__(self) -> dict:
         return {"timeout": self.timeout, "_child": None}  # a child belongs to the process that started it
 
-    def call(self, name: str, path: str | Path, *args, **kwargs) -> Any:
-        """`video.<name>(path, …)`; a video that stalls raises VideoError(path, "no progress for N s")."""
-        (result,) = self._run("call", name, path, args, kwargs)  # to the end: the child is ready again
+    def call(self, fn: Callable, path: str | Path, *args, **kwargs) -> Any:
+        """`fn(path, …)`; a video that stalls raises VideoError(path, "no progress for N s")."""
+        (result,) = self._run("call", fn, path, args, kwargs)  # to the end: the child is ready again
         return result
 
-    def iterate(self, name: str, path: str | Path, *args, **kwargs) -> Iterator[Any]:
-        """The items of the generator `video.<name>(path, …)`; each item counts as progress."""
-        yield from self._run("iterate", name, path, args, kwargs)
+    def iterate(self, fn: Callable, path: str | Path, *args, **kwargs) -> Iterator[Any]:
+        """The items of the generator `fn(path, …)`; each item counts as progress."""
+        yield from self._run("iterate", fn, path, args, kwargs)
 
-    def _run(self, kind: str, name: str, path, args: tuple, kwargs: dict) -> Iterator[Any]:
-        from vidclf import video
-
+    def _run(self, kind: str, fn: Callable, path, args: tuple, kwargs: dict) -> Iterator[Any]:
         if self.timeout is None:
-            result = getattr(video, name)(path, *args, **kwargs)
+            result = fn(path, *args, **kwargs)
             yield from (result if kind == "iterate" else [result])
             return
         if self._child is None or not self._child.usable():
             self._child = _Child()
-        yield from self._child.run(kind, name, path, args, kwargs, self.timeout)
+        yield from self._child.run(kind, fn, path, args, kwargs, self.timeout)
 
     def close(self) -> None:
         if self._child is not None:
@@ -99,8 +98,8 @@ class _Child:
         """Started by this process and neither killed nor dead (a killed child may linger in the kernel)."""
         return not self.killed and self.owner == os.getpid() and self.proc.poll() is None
 
-    def run(self, kind: str, name: str, path, args: tuple, kwargs: dict, timeout: float) -> Iterator[Any]:
-        self.requests.send((kind, name, str(path), args, kwargs))
+    def run(self, kind: str, fn: Callable, path, args: tuple, kwargs: dict, timeout: float) -> Iterator[Any]:
+        self.requests.send((kind, fn, str(path), args, kwargs))
         finished = False
         try:
             yield from self._replies(path, timeout)
@@ -165,11 +164,11 @@ def _serve(requests: Connection, messages: Connection) -> None:
     messages.send(("ready", None))
     while True:
         try:
-            kind, name, path, args, kwargs = requests.recv()
+            kind, fn, path, args, kwargs = requests.recv()
         except EOFError:
             return  # the parent is gone
         try:
-            result = getattr(video, name)(path, *args, **kwargs)
+            result = fn(path, *args, **kwargs)
             for item in result if kind == "iterate" else [result]:
                 messages.send(("item", item))
             messages.send(("done", None))

@@ -166,7 +166,7 @@ def predict_windows(path: str, clf: Classifier, *, device: torch.device, dtype: 
     pre = clf.preprocess
     decoder = decoder or Decoder()
     try:
-        info = decoder.call("probe", path)
+        info = decoder.call(video.probe, path)
         fps = info.fps if info.fps and info.fps > 0 else 25.0
         win = max(1, round(window * fps))
         step = max(1, round((stride or window) * fps))
@@ -188,7 +188,7 @@ def predict_windows(path: str, clf: Classifier, *, device: torch.device, dtype: 
                                 "label": clf.classes[int(i)], "score": round(float(score), 6)})
             pending.clear()
 
-        for w in decoder.iterate("iter_windows", path, window=win, stride=step, num_frames=pre.num_frames,
+        for w in decoder.iterate(video.iter_windows, path, window=win, stride=step, num_frames=pre.num_frames,
                                  size=pre.size, sampling=pre.sampling, frame_stride=pre.frame_stride, threads=0):
             pending.append(w)
             if len(pending) == batch_size:

@@ -68,7 +68,7 @@ def _decode(cap: cv2.VideoCapture, source: str | int, size: int) -> Iterator[tup
             return
         ms = cap.get(cv2.CAP_PROP_POS_MSEC)  # 0 or less from sources without timestamps
         first_ms = ms if first_ms is None else first_ms
-        yield ((ms - first_ms) / 1000 if ms > first_ms else index / fps), video._to_rgb(frame, size)
+        yield ((ms - first_ms) / 1000 if ms > first_ms else index / fps), video.to_rgb(frame, size)
 
 
 def frames(source: str | int, size: int, *, reconnect_tries: int = 3,

@@ -19,7 +19,7 @@ import numpy as np
 
 from vidclf.diagnose import why_unopenable
 from vidclf.errors import VidclfError
-from vidclf.sampling import SAMPLINGS, clip_indices, crop_offsets, sample_indices, spread_clips, window_bounds
+from vidclf.sampling import SAMPLINGS, sample_indices, window_bounds
 
 # A seek costs up to a keyframe interval of decoding (250 frames for x264's default; OpenCV also
 # lands 16 frames early and decodes forward), so it pays only across gaps much longer than that.
@@ -133,7 +133,7 @@ def probe(path: str | Path, *, exact: bool = False) -> VideoInfo:
     return VideoInfo(str(path), frames, fps, width, height, frames / fps if fps > 0 else 0.0)
 
 
-def _to_rgb(frame: np.ndarray, size: Size) -> np.ndarray:
+def to_rgb(frame: np.ndarray, size: Size) -> np.ndarray:
     """Resize first (less to convert), then BGR or grey -> RGB."""
     if size is not None:
         h, w = (size, size) if isinstance(size, int) else size
@@ -192,7 +192,7 @@ class _Reader:
         self.cap.release()
 
 
-def _read(path: str | Path, indices: Sequence[int], size: Size, threads: int,
+def read_available(path: str | Path, indices: Sequence[int], size: Size, threads: int,
           convert: Callable[[np.ndarray], Any] | None = None) -> tuple[dict[int, Any], int | None]:
     """The frames at `indices` that exist, by index, and the real frame count if decoding ended early.
 
@@ -204,7 +204,7 @@ def _read(path: str | Path, indices: Sequence[int], size: Size, threads: int,
     if wanted[0] < 0:
         raise ValueError(f"frame indices should be >= 0, got {wanted[0]}")
     _check_size(size)
-    convert = convert or functools.partial(_to_rgb, size=size)
+    convert = convert or functools.partial(to_rgb, size=size)
     reader = _Reader(path, threads)
     got: dict[int, Any] = {}
     try:
@@ -220,7 +220,7 @@ def _read(path: str | Path, indices: Sequence[int], size: Size, threads: int,
     return got, reader.pos if reader.ended else None
 
 
-def _no_frame(path: str | Path, real_total: int | None) -> VideoError:
+def no_frame_error(path: str | Path, real_total: int | None) -> VideoError:
     if real_total:
         return VideoError(path, f"none of the frames asked for exist (decoding found {real_total})")
     return VideoError(path, NO_FRAME)
@@ -234,9 +234,9 @@ def read_frames(path: str | Path, indices: Sequence[int], *, size: Size = None, 
     (height, width), resized with INTER_LINEAR. `threads=1` suits DataLoader workers; 0 lets OpenCV
     thread the decoder for one large video.
     """
-    got, real_total = _read(path, indices, size, threads)
+    got, real_total = read_available(path, indices, size, threads)
     if not got:
-        raise _no_frame(path, real_total)
+        raise no_frame_error(path, real_total)
     return np.stack([got[int(i)] for i in indices if int(i) in got])
 
 
@@ -252,66 +252,16 @@ def load_clip(path: str | Path, *, num_frames: int, size: Size, sampling: str = 
         raise ValueError(f"sampling should be one of {', '.join(SAMPLINGS)}, got {sampling!r}")
     rng = (rng or random.Random()) if sampling == "random" else None
     indices = sample_indices(probe(path).frames, num_frames, sampling=sampling, stride=stride, rng=rng)
-    got, real_total = _read(path, indices, size, threads)
+    got, real_total = read_available(path, indices, size, threads)
     if real_total and len(got) < min(num_frames, real_total):
         indices = sample_indices(real_total, num_frames, sampling=sampling, stride=stride, rng=rng)
-        got, _ = _read(path, indices, size, threads)
+        got, _ = read_available(path, indices, size, threads)
     if not got:
-        raise _no_frame(path, None)
+        raise no_frame_error(path, None)
     frames = [got[i] for i in indices if i in got]
     length = len(frames)
     frames += [frames[-1]] * (num_frames - length)
     return np.stack(frames), length
-
-
-def load_views(path: str | Path, *, num_frames: int, size: int, stride: int = 1, clips: int = 1, crops: int = 1,
-               threads: int = 1) -> tuple[np.ndarray, int]:
-    """The views of multi-view testing, from one pass over the file: (uint8 (V, num_frames, size, size, 3), length).
-
-    View 0 is the centre clip exactly as `load_clip` gives it (what clip accuracy scores). Unless
-    clips and crops are both 1, views 1… are `clips` clips spread over the video (`spread_clips`),
-    each as the whole frame resized as in training (`crops` 1) or as three crops along the longer
-    side of the frame resized to a shorter side of `size` (`crops` 3). Short views are padded by
-    repeating their last frame; `length` says how many frames are real.
-    """
-    def both(frame: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-        return _to_rgb(frame, size), _to_rgb(frame, _short_side(frame.shape[:2], size)) if crops > 1 else None
-
-    plans = _view_plans(probe(path).frames, num_frames, stride, clips, crops)
-    got, real_total = _read(path, [i for plan in plans for i in plan], size, threads, both)
-    if real_total and any(i not in got for plan in plans for i in plan):  # the container promised more
-        plans = _view_plans(real_total, num_frames, stride, clips, crops)
-        got, _ = _read(path, [i for plan in plans for i in plan], size, threads, both)
-    if not got:
-        raise _no_frame(path, None)
-    length = min(sum(i in got for i in plan) for plan in plans)
-    views = [np.stack([got[i][0] for i in plans[0] if i in got][:length])]
-    for plan in plans[1::crops]:  # each spread clip once
-        frames = [got[i] for i in plan if i in got][:length]
-        if crops == 1:
-            views.append(np.stack([squash for squash, _ in frames]))
-            continue
-        short = np.stack([s for _, s in frames])  # (L, h, w, 3), the shorter side = size
-        long_axis = 1 if short.shape[1] > short.shape[2] else 2
-        for offset in crop_offsets(short.shape[long_axis], size, crops):
-            views.append(short[:, offset : offset + size] if long_axis == 1 else short[:, :, offset : offset + size])
-    padded = [np.concatenate([v, np.repeat(v[-1:], num_frames - length, axis=0)]) for v in views]
-    return np.stack(padded), length
-
-
-def _view_plans(total: int, num_frames: int, stride: int, clips: int, crops: int) -> list[list[int]]:
-    """Frame indices per view: the centre clip, then each spread clip (repeated per crop, for the caller)."""
-    centre = clip_indices(total, num_frames, stride=stride)
-    if clips == 1 and crops == 1:
-        return [centre]
-    spread = spread_clips(total, num_frames, stride=stride, clips=clips)
-    return [centre] + [plan for plan in spread for _ in range(crops)]
-
-
-def _short_side(shape: tuple[int, int], size: int) -> tuple[int, int]:
-    """(height, width) with the shorter side `size` and the aspect ratio kept."""
-    h, w = shape
-    return (size, max(size, round(w * size / h))) if h <= w else (max(size, round(h * size / w)), size)
 
 
 class Window(NamedTuple):
@@ -346,7 +296,7 @@ def iter_windows(path: str | Path, *, window: int, stride: int, num_frames: int,
             frame = reader.read(index)
             if frame is None:
                 break
-            held[index] = _to_rgb(frame, size)
+            held[index] = to_rgb(frame, size)
             while done < len(plans) and plans[done][-1] <= index:
                 yield _window(bounds[done], plans[done], held, num_frames, reader)
                 done += 1
