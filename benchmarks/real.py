@@ -209,7 +209,7 @@ RUNS = {  # label → (arch, frames: None means --frames)
 
 def train_once(data: Path, out: Path, args, *, arch: str, frames: int, seed: int) -> dict:
     cfg = TrainConfig(data=str(data), arch=arch, num_frames=frames, size=args.size, epochs=args.epochs,
-                      seed=seed, workers=args.workers, device="cpu", cache=str(out / "cache"), out=str(out / "runs"))
+                      seed=seed, workers=args.workers, device=args.device, cache=str(out / "cache"), out=str(out / "runs"))
     start = time.perf_counter()
     result = fit(cfg, console=Console(stderr=True, quiet=True), show_progress=False)
     accs = [row["val_acc"] for row in result.history]
@@ -254,7 +254,7 @@ def report(args, counts: dict, baselines: dict, results: list[dict], loads: list
              f"vidclf imported from `{Path(vidclf.__file__).parent}`.\n",
              f"Command: `python benchmarks/real.py {' '.join(args.argv)}`; every run: vidclf's defaults "
              f"(AdamW 1e-3, cosine, batch 16, rgb+diff, augmentation), --frames {args.frames} --size {args.size} "
-             f"--epochs {args.epochs}, CPU.\n",
+             f"--epochs {args.epochs}, device {args.device}.\n",
              "## Datasets (clips per class)\n", "| task | source | frames | train | val |", "|---|---|---|---|---|"]
     for task in args.tasks:
         for name in SOURCES:
@@ -308,6 +308,7 @@ def main() -> None:
     parser.add_argument("--footage", default="/work/footage/clips,/work/real/clips", help="folders holding SOURCES")
     parser.add_argument("--out", type=Path, default=Path("/work/real"))
     parser.add_argument("--workers", type=int, default=None, help="DataLoader processes (vidclf's default: the cores)")
+    parser.add_argument("--device", default="auto", help="auto | cpu | cuda")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch threads (default: the cores); on a busy shared machine 1 can be several times faster")
     parser.add_argument("--rebuild", action="store_true", help="write the datasets again")
