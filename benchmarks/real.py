@@ -207,9 +207,26 @@ RUNS = {  # label → (arch, frames: None means --frames)
 }
 
 
-def train_once(data: Path, out: Path, args, *, arch: str, frames: int, seed: int) -> dict:
+def parse_recipe(text: str) -> dict:
+    """'label_smoothing=0.1,model.pool=max' → TrainConfig overrides ({"model": {...}} for architecture options)."""
+    overrides: dict = {}
+    for item in filter(None, text.split(",")):
+        key, _, value = item.partition("=")
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError:
+            pass  # a bare word: a string
+        if key.startswith("model."):
+            overrides.setdefault("model", {})[key.removeprefix("model.")] = value
+        else:
+            overrides[key] = value
+    return overrides
+
+
+def train_once(data: Path, out: Path, args, *, arch: str, frames: int, seed: int, recipe: str) -> dict:
     cfg = TrainConfig(data=str(data), arch=arch, num_frames=frames, size=args.size, epochs=args.epochs,
-                      seed=seed, workers=args.workers, device=args.device, cache=str(out / "cache"), out=str(out / "runs"))
+                      seed=seed, workers=args.workers, device=args.device, cache=str(out / "cache"), out=str(out / "runs"),
+                      **parse_recipe(recipe))
     start = time.perf_counter()
     result = fit(cfg, console=Console(stderr=True, quiet=True), show_progress=False)
     accs = [row["val_acc"] for row in result.history]
@@ -230,6 +247,10 @@ def per_source(row: dict, data: Path) -> dict[str, float]:
         for i, ok in zip(batch.indices.tolist(), (logits.argmax(1) == batch.labels).tolist()):
             hits.setdefault(Path(samples[i].path).stem.rsplit("_", 1)[0], []).append(ok)
     return {source: sum(h) / len(h) for source, h in hits.items()}
+
+
+def run_name(label: str, recipe: str) -> str:
+    return f"{label} `{recipe}`" if recipe else label
 
 
 def mean_sd(values: list[float]) -> str:
@@ -270,19 +291,18 @@ def report(args, counts: dict, baselines: dict, results: list[dict], loads: list
     for task in args.tasks:
         for kind, acc in baselines.get(task, {}).items():
             lines.append(f"| {task} | logistic regression, `{kind}` features | {acc:.3f} | - | - | - | - | - |")
-        for label in RUNS:
-            rows = sorted((r for r in results if r["task"] == task and r["model"] == label), key=lambda r: r["seed"])
-            if not rows:
-                continue
+        for label, recipe in dict.fromkeys((r["model"], r.get("recipe", "")) for r in results if r["task"] == task):
+            rows = sorted((r for r in results if r["task"] == task and r["model"] == label
+                           and r.get("recipe", "") == recipe), key=lambda r: r["seed"])
             lines.append(
-                f"| {task} | {label} | {mean_sd([r['last'] for r in rows])} | {mean_sd([r['best'] for r in rows])} "
+                f"| {task} | {run_name(label, recipe)} | {mean_sd([r['last'] for r in rows])} | {mean_sd([r['best'] for r in rows])} "
                 f"| {per_seed(rows, 'last')} (seeds {','.join(str(r['seed']) for r in rows)}) | {per_seed(rows, 'best')} "
                 f"| {statistics.mean(r['train_acc'] for r in rows):.3f} | {statistics.mean(r['seconds'] for r in rows):.0f} |")
     for task in args.tasks:
         rows = [r for r in results if r["task"] == task and r["seed"] == 0 and "sources" in r]
         if rows:
             lines += ["", f"## {task}: validation accuracy per source (seed 0, last epoch)\n",
-                      "| source | val clips | " + " | ".join(r["model"] for r in rows) + " |",
+                      "| source | val clips | " + " | ".join(run_name(r["model"], r.get("recipe", "")) for r in rows) + " |",
                       "|---|---|" + "---|" * len(rows)]
             for name in SOURCES:
                 stem = Path(name).stem
@@ -291,7 +311,7 @@ def report(args, counts: dict, baselines: dict, results: list[dict], loads: list
                                  + " | ".join(f"{r['sources'][stem]:.2f}" for r in rows) + " |")
     lines += ["", "## Validation accuracy per epoch\n", "| task | model | seed | val acc by epoch |", "|---|---|---|---|"]
     for r in results:
-        lines.append(f"| {r['task']} | {r['model']} | {r['seed']} | {' '.join(f'{a:.2f}' for a in r['curve'])} |")
+        lines.append(f"| {r['task']} | {run_name(r['model'], r.get('recipe', ''))} | {r['seed']} | {' '.join(f'{a:.2f}' for a in r['curve'])} |")
     return "\n".join(lines) + "\n"
 
 
@@ -311,11 +331,14 @@ def main() -> None:
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch threads (default: the cores); on a busy shared machine 1 can be several times faster")
+    parser.add_argument("--recipes", default="", help="';'-separated changes to the defaults, each a ','-separated "
+                        "list of TrainConfig fields or model.OPTION: 'label_smoothing=0.1;warmup=1,model.pool=max'")
     parser.add_argument("--rebuild", action="store_true", help="write the datasets again")
     parser.add_argument("--report-only", action="store_true", help="train nothing: the report from stored runs")
     args = parser.parse_args()
     args.argv = [a for a in sys.argv[1:] if a != "--report-only"]
     args.tasks = args.tasks.split(",")
+    args.recipes = [r.strip() for r in args.recipes.split(";")]
     models = args.models.split(",")
     footage = [Path(p) for p in args.footage.split(",")]
     torch.set_num_threads(args.threads or len(os.sched_getaffinity(0)))
@@ -339,20 +362,21 @@ def main() -> None:
     same = lambda r: (r["epochs"], r["frames"], r["size"]) == (args.epochs, args.frames, args.size)  # noqa: E731
     results = [r for r in results if same(r)]
     for seed in range(0 if args.report_only else args.seeds):  # seeds outermost: a run cut short covers every model
-        for label in models:  # in the order given: the most wanted first
+        for label, recipe in [(m, r) for r in args.recipes for m in models]:  # in the order given: the most wanted first
             for task in args.tasks:
                 root = args.out / "data" / f"{task}-T{args.frames}-{args.size}"
-                if any(r["task"] == task and r["model"] == label and r["seed"] == seed for r in results):
+                if any(r["task"] == task and r["model"] == label and r["seed"] == seed and r.get("recipe", "") == recipe
+                       for r in results):
                     continue
                 arch, frames = RUNS[label]
                 loads.append(os.getloadavg()[0])
-                row = train_once(root, args.out, args, arch=arch, frames=frames or args.frames, seed=seed)
+                row = train_once(root, args.out, args, arch=arch, frames=frames or args.frames, seed=seed, recipe=recipe)
                 row.update(task=task, model=label, seed=seed, epochs=args.epochs, frames=args.frames, size=args.size,
-                           load=loads[-1])
+                           load=loads[-1], recipe=recipe, device=args.device)
                 results.append(row)
                 with store.open("a") as f:
                     f.write(json.dumps(row) + "\n")
-                print(f"{task}  {label}  seed {seed}: last {row['last']:.3f} best {row['best']:.3f} "
+                print(f"{task}  {label} {recipe}  seed {seed}: last {row['last']:.3f} best {row['best']:.3f} "
                       f"({row['seconds']:.0f} s, load {loads[-1]:.1f})", flush=True)
     for r in results:
         if r["seed"] == 0 and Path(r["run_dir"], "last.pt").exists():

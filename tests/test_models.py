@@ -14,6 +14,7 @@ VARIANTS = [(name, {}) for name in MODELS] + [
     ("cnn-lstm", {"rnn": "rnn", "bidirectional": True}),
     ("cnn-lstm", {"bidirectional": True, "num_layers": 2, "motion_features": False}),
     ("convgru", {"hidden_channels": (8, 12, 16), "kernel_sizes": (3, 5, 1)}),
+    ("convlstm", {"pool": "avgmax"}),
 ]
 
 
@@ -205,3 +206,21 @@ def test_imagenet_weights_without_network_fail_clearly(monkeypatch):
     monkeypatch.setattr(torch.hub, "load_state_dict_from_url", offline)
     with pytest.raises(ValueError, match="could not fetch torchvision's ImageNet weights for resnet18.*--pretrained FILE"):
         build_model("cnn-lstm", 3, backbone="resnet18", pretrained="imagenet")
+
+
+@pytest.mark.parametrize("pool", ["max", "avgmax"])
+def test_pooling_of_the_final_state_map(pool):
+    """avg, max and avgmax pool the same state map: its mean, its maximum per channel, or both."""
+    torch.manual_seed(0)
+    avg = build_model("convgru", 3).eval()
+    other = build_model("convgru", 3, pool=pool).eval()
+    other.load_state_dict({k: v for k, v in avg.state_dict().items() if not k.startswith("head.")}, strict=False)
+    x, lengths = torch.randn(2, 4, 3, 32, 32), torch.tensor([4, 3])
+    gx = avg.frame_features(x)
+    seq = avg.layers[1](avg.layers[0].recur(gx))
+    last = torch.stack([seq[0, 3], seq[1, 2]])  # each clip's state at its last frame
+    expected = {"max": [last.amax(dim=(2, 3))], "avgmax": [last.mean(dim=(2, 3)), last.amax(dim=(2, 3))]}[pool]
+    assert torch.allclose(avg.forward_features(x, lengths), last.mean(dim=(2, 3)), atol=1e-6)
+    assert torch.allclose(other.forward_features(x, lengths), torch.cat(expected, dim=1), atol=1e-6)
+    with pytest.raises(ValueError, match="avg, max, avgmax"):
+        build_model("convgru", 3, pool="median")

@@ -20,6 +20,7 @@ from vidclf.datasets import ClipDataset, EpochSampler, Splits, clip_loader, defa
 from vidclf.decoder import DEFAULT_TIMEOUT, Decoder
 from vidclf.device import autocast_dtype
 from vidclf.errors import DatasetError
+from vidclf.mixing import check_mix
 from vidclf.models import build_model
 from vidclf.preprocess import Preprocess, in_channels
 
@@ -38,6 +39,10 @@ class TrainConfig:
     lr: float = 1e-3
     weight_decay: float = 1e-4
     schedule: str = "cosine"  # cosine | step (×0.1 at 1/3 and 2/3 of the epochs) | constant
+    warmup: float = 0.0  # epochs over which the rate rises linearly from lr/steps to lr
+    label_smoothing: float = 0.0  # weight of the uniform target in the training loss
+    mix: str = "none"  # none | mixup | cutmix: blend pairs of training clips and their labels
+    mix_alpha: float = 0.2  # the mixing weight is drawn from Beta(mix_alpha, mix_alpha)
     val_split: float = 0.2  # fraction of each class held out when the layout has no val/ folder
     seed: int = 0
     hflip: bool = False  # flips turn 'left' into 'right': off unless direction does not matter
@@ -91,6 +96,7 @@ class Run:
 def build_run(cfg: TrainConfig, *, device: torch.device, rank: distributed.Rank, say: Callable[[str], None],
               resume_from: dict | None = None, run_dir: Path | None = None) -> Run:
     """Data, model, optimizer and state for `cfg`; with `resume_from` (a last.pt) as that run left them."""
+    _check_recipe(cfg)
     splits = scan(cfg.data, val_split=cfg.val_split, seed=cfg.seed)
     if not splits.train:
         raise DatasetError(f"{cfg.data}: no training videos found")
@@ -101,7 +107,7 @@ def build_run(cfg: TrainConfig, *, device: torch.device, rank: distributed.Rank,
     model_cfg = {**{k: v for k, v in cfg.model.items() if v is not None}, "in_channels": in_channels(cfg.input)}
     model = build_model(cfg.arch, len(splits.classes), **model_cfg).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    scheduler = _scheduler(optimizer, cfg)
+    scheduler = _scheduler(optimizer, cfg, len(train_loader))
     dtype = autocast_dtype(device, cfg.precision)
     scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
     state = TrainState()
@@ -112,6 +118,15 @@ def build_run(cfg: TrainConfig, *, device: torch.device, rank: distributed.Rank,
         run_dir.mkdir(parents=True, exist_ok=True)
     return Run(cfg, device, rank, splits.classes, pre, cache, train_set, sampler, train_loader, val_loader, model,
                _wrap(model, cfg, device, rank), optimizer, scheduler, scaler, dtype, run_dir, state)
+
+
+def _check_recipe(cfg: TrainConfig) -> None:
+    """Fail before any data is read, not at the first step."""
+    check_mix(cfg.mix, cfg.mix_alpha)
+    if not 0 <= cfg.label_smoothing < 1:
+        raise ValueError(f"--label-smoothing should be in [0, 1), got {cfg.label_smoothing}")
+    if cfg.warmup < 0:
+        raise ValueError(f"--warmup should be ≥ 0 epochs, got {cfg.warmup}")
 
 
 def _cache(cfg: TrainConfig, say: Callable[[str], None]) -> ClipCache | None:
@@ -146,15 +161,22 @@ def _data(cfg: TrainConfig, splits: Splits, pre: Preprocess, cache: ClipCache | 
     return train_set, sampler, loader, val_loader
 
 
-def _scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig) -> torch.optim.lr_scheduler.LRScheduler:
-    if cfg.schedule == "cosine":
-        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(cfg.epochs, 1))
-    if cfg.schedule == "step":
-        third = max(1, math.ceil(cfg.epochs / 3))
-        return torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=[third, 2 * third], gamma=0.1)
-    if cfg.schedule == "constant":
-        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
-    raise ValueError(f"--schedule should be cosine, step or constant, got {cfg.schedule!r}")
+def _scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig, steps_per_epoch: int) -> torch.optim.lr_scheduler.LambdaLR:
+    """Stepped after every optimizer step, so that a warmup or a decay is smooth even over few epochs.
+
+    The rate of step s is lr × a linear warmup over the first `cfg.warmup` epochs × the schedule's decay.
+    """
+    total = max(cfg.epochs * steps_per_epoch, 1)
+    third = max(1, math.ceil(cfg.epochs / 3)) * steps_per_epoch
+    decays = {
+        "cosine": lambda s: 0.5 * (1 + math.cos(math.pi * min(s / total, 1.0))),
+        "step": lambda s: 0.1 ** ((s >= third) + (s >= 2 * third)),  # ×0.1 after a third and two thirds
+        "constant": lambda s: 1.0,
+    }
+    if cfg.schedule not in decays:
+        raise ValueError(f"--schedule should be cosine, step or constant, got {cfg.schedule!r}")
+    decay, warm = decays[cfg.schedule], cfg.warmup * steps_per_epoch
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / warm) * decay(s) if warm else decay(s))
 
 
 def _restore(saved: dict, model, optimizer, scheduler, scaler) -> TrainState:

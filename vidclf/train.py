@@ -23,6 +23,7 @@ from vidclf.datasets import Batch
 from vidclf.device import autocast, resolve_device
 from vidclf.errors import CheckpointError, DatasetError
 from vidclf.evaluate import iter_logits
+from vidclf.mixing import mix_clips
 from vidclf.preprocess import step_seed, to_model_input
 from vidclf.run import Run, TrainConfig, build_run
 from vidclf.trainlog import EpochLog, epoch_progress
@@ -169,16 +170,27 @@ class Trainer:
         x = to_model_input(clips, lengths, run.pre, generator=gen, hflip=run.cfg.hflip)
         if run.cfg.compile:
             torch.compiler.cudagraph_mark_step_begin()  # the previous step's graph outputs are done
+        mixed = None
+        if run.cfg.mix != "none":
+            mixed = mix_clips(x, labels, lengths, kind=run.cfg.mix, alpha=run.cfg.mix_alpha, generator=gen)
+            x, lengths = mixed.x, mixed.lengths
         with autocast(run.device, run.dtype):
             logits = run.net(x, lengths)
-            loss = F.cross_entropy(logits.float(), labels)
+            loss = self.loss(logits.float(), labels)
+            if mixed is not None:
+                loss = mixed.weight * loss + (1 - mixed.weight) * self.loss(logits.float(), mixed.partner_labels)
         run.optimizer.zero_grad(set_to_none=True)
         run.scaler.scale(loss).backward()
         run.scaler.step(run.optimizer)
         run.scaler.update()
+        run.scheduler.step()
         self.steps += 1
         n = len(labels)
         return float(loss.detach()) * n, float((logits.argmax(1) == labels).sum()), n
+
+    def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """The training loss: cross-entropy, against targets smoothed by --label-smoothing."""
+        return F.cross_entropy(logits, labels, label_smoothing=self.run.cfg.label_smoothing)
 
     def validate(self) -> tuple[float | None, float | None, int]:
         """(loss, accuracy, clips) over the validation split, each clip counted once across ranks."""
@@ -212,7 +224,6 @@ class Trainer:
             "seconds": seconds + time.perf_counter() - val_start, "clips_per_s": count / max(seconds, 1e-9),
             "data_wait": wait / max(seconds * run.rank.world, 1e-9), "train_clips": int(count), "val_clips": val_clips,
         }
-        run.scheduler.step()
         run.state.history.append(row)
         self.log.add(row, run.state.history)
         if epoch == 0 and run.cache is not None:

@@ -18,6 +18,9 @@ from torch import nn
 from vidclf.models import lengths_or_full, register
 
 
+POOLS = {"avg": 1, "max": 1, "avgmax": 2}  # pooling → vectors it yields per state map
+
+
 @dataclass
 class ConvRecurrentConfig:
     in_channels: int = field(default=3, metadata={"help": "input channels: 3 for rgb/diff, 6 for rgb+diff"})
@@ -26,6 +29,7 @@ class ConvRecurrentConfig:
     hidden_channels: tuple[int, ...] = field(default=(32, 32), metadata={"help": "hidden channels, one per layer"})
     kernel_sizes: tuple[int, ...] = field(default=(3, 3), metadata={"help": "kernel size, one per layer (odd)"})
     dropout: float = field(default=0.0, metadata={"help": "dropout before the head"})
+    pool: str = field(default="avg", metadata={"help": "the final state's map to a vector: avg, max or avgmax (both)"})
 
     def __post_init__(self) -> None:
         self.hidden_channels = tuple(int(c) for c in self.hidden_channels)
@@ -37,6 +41,8 @@ class ConvRecurrentConfig:
         if len(self.kernel_sizes) != len(self.hidden_channels):
             raise ValueError(f"kernel_sizes {self.kernel_sizes} needs one entry per layer of "
                              f"hidden_channels {self.hidden_channels}")
+        if self.pool not in POOLS:
+            raise ValueError(f"pool should be one of {', '.join(POOLS)}, got {self.pool!r}")
         if any(k % 2 == 0 for k in self.kernel_sizes):
             raise ValueError(f"kernel sizes must be odd so the state keeps its size, got {self.kernel_sizes}")
 
@@ -160,7 +166,7 @@ class ConvRecurrentNet(nn.Module):
             channels = hidden
         self.layers = nn.ModuleList(layers)
         self.dropout = nn.Dropout(c.dropout)
-        self.head = nn.Linear(channels, num_classes)
+        self.head = nn.Linear(channels * POOLS[c.pool], num_classes)
 
     def frame_features(self, x: torch.Tensor) -> torch.Tensor:
         """(B, T, C, H, W) → (B, T, gates·hidden, h, w): the stem and the first layer's input convolutions.
@@ -173,7 +179,7 @@ class ConvRecurrentNet(nn.Module):
         return self.layers[0].input_convs(seq)
 
     def sequence_features(self, gx: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
-        """`frame_features` (B, T, gates·hidden, h, w), lengths (B,) or None (all T) → (B, hidden).
+        """`frame_features` (B, T, gates·hidden, h, w), lengths (B,) or None (all T) → (B, hidden × vectors per pool).
 
         Everything that depends on where the clip starts: the recurrences (zero state at its first frame),
         the deeper layers, and the last layer's state at each clip's last frame, pooled.
@@ -185,10 +191,12 @@ class ConvRecurrentNet(nn.Module):
             seq = layer(seq)  # causal: the state at step L-1 never saw the padding after it
         index = (lengths - 1).clamp(min=0).view(B, 1, 1, 1, 1).expand(B, 1, *seq.shape[2:])
         last = seq.gather(1, index).squeeze(1)  # (B, hidden, h, w)
-        return last.mean(dim=(2, 3))
+        pooled = {"avg": [last.mean(dim=(2, 3))], "max": [last.amax(dim=(2, 3))],
+                  "avgmax": [last.mean(dim=(2, 3)), last.amax(dim=(2, 3))]}[self.config.pool]
+        return torch.cat(pooled, dim=1)
 
     def forward_features(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
-        """(B, T, C, H, W), lengths (B,) or None (all T) → (B, hidden): the last layer's state at each clip's last frame."""
+        """(B, T, C, H, W), lengths (B,) or None (all T) → (B, hidden × vectors per pool): the last layer's state at each clip's last frame."""
         return self.sequence_features(self.frame_features(x), lengths)
 
     def forward_head(self, features: torch.Tensor) -> torch.Tensor:
