@@ -185,3 +185,18 @@ def test_cli_options_map_onto_the_train_config():
     cfg = _new_config(options)
     assert (cfg.data, cfg.arch, cfg.num_frames, cfg.size, cfg.batch_size, cfg.epochs) == ("d", "convgru", 8, 32, 2, 10)
     assert cfg.cache is None and cfg.model == {"dropout": 0.1, "hidden_channels": (8, 8)}
+
+
+def test_cli_train_gives_the_signal_handlers_back(synth_data, tmp_path):
+    """Ctrl-C and SIGTERM stop training gracefully, and afterwards stop the caller again (a test runner, say)."""
+    import signal
+
+    from typer.testing import CliRunner
+
+    from vidclf.cli import app
+
+    before = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    result = CliRunner().invoke(app, ["train", "--data", str(synth_data), "--epochs", "1", "--frames", "4", "--size",
+                                      "32", "--workers", "0", "--no-cache", "--device", "cpu", "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert {sig: signal.getsignal(sig) for sig in before} == before

@@ -8,10 +8,12 @@ interrupted and resumed from `last.pt` ends exactly where an uninterrupted run w
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import time
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
+from typing import Iterator
 
 import torch
 import torch.nn.functional as F
@@ -38,8 +40,16 @@ class StopSignal:
     def __call__(self, signum=None, frame=None) -> None:
         self.requested = True
 
-    def install(self) -> dict:
-        return {sig: signal.signal(sig, self) for sig in (signal.SIGINT, signal.SIGTERM)}
+    @contextlib.contextmanager
+    def installed(self) -> Iterator[None]:
+        """Ctrl-C and SIGTERM set the flag while training; the previous handlers come back after it
+        (a caller in the same process, a test runner say, must still be able to stop)."""
+        previous = {sig: signal.signal(sig, self) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
 
 
 @dataclass

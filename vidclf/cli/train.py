@@ -66,9 +66,9 @@ def train(
         else:
             cfg = _new_config(options)
         stop = StopSignal()
-        stop.install()
         console = stderr if not quiet else type(stderr)(stderr=True, quiet=True)
-        result = fit(cfg, console=console, show_progress=not quiet, stop=stop, resume=resume)
+        with stop.installed():
+            result = fit(cfg, console=console, show_progress=not quiet, stop=stop, resume=resume)
         if result.interrupted:
             raise typer.Exit(130)
 
