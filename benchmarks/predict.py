@@ -25,7 +25,7 @@ from vidclf.datasets import ClipDataset, Sample, collate, default_workers
 from vidclf.device import resolve_device
 from vidclf.models import build_model
 from vidclf.predict import predict_files, predict_windows
-from vidclf.preprocess import Preprocess
+from vidclf.preprocess import Preprocess, in_channels
 from vidclf.synth import write_dataset
 
 
@@ -45,7 +45,7 @@ def main() -> None:
     device = resolve_device(args.device)
     workers = default_workers() if args.workers is None else args.workers
     pre = Preprocess(num_frames=16, size=64)
-    model = build_model(args.arch, 6).to(device).eval()
+    model = build_model(args.arch, 6, in_channels=in_channels(pre.input)).to(device).eval()
     clf = Classifier(model, [str(i) for i in range(6)], pre, Path("random-weights"))
     with tempfile.TemporaryDirectory() as tmp:
         paths = [str(p) for p in write_dataset(Path(tmp) / "d", clips_per_class=args.files // 6, frames=48,
@@ -58,7 +58,7 @@ def main() -> None:
             pass
         decode = len(paths) / (time.perf_counter() - start)
 
-        x = torch.randn(16, pre.num_frames, 3, pre.size, pre.size, device=device)
+        x = torch.randn(16, pre.num_frames, in_channels(pre.input), pre.size, pre.size, device=device)
         lengths = torch.full((16,), pre.num_frames, device=device)
         with torch.inference_mode():
             model(x, lengths)

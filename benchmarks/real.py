@@ -34,6 +34,7 @@ import csv
 import json
 import os
 import platform
+import re
 import statistics
 import sys
 import time
@@ -210,7 +211,7 @@ RUNS = {  # label → (arch, frames: None means --frames)
 def parse_recipe(text: str) -> dict:
     """'label_smoothing=0.1,model.pool=max' → TrainConfig overrides ({"model": {...}} for architecture options)."""
     overrides: dict = {}
-    for item in filter(None, text.split(",")):
+    for item in filter(None, re.split(r",(?![^\[]*\])", text)):  # commas inside [..] belong to a list
         key, _, value = item.partition("=")
         try:
             value = json.loads(value)
