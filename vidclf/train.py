@@ -207,9 +207,11 @@ class Trainer:
         run = self.run
         if run.val_loader is None:
             return None, None, 0
-        # Under DDP, validate the bare model: shards may differ by a batch, and DDP's forward would
-        # broadcast buffers, a collective the rank with fewer batches never joins.
-        net = run.model if run.rank.world > 1 else run.net
+        # Validate the bare model. Under DDP, shards may differ by a batch, and DDP's forward would
+        # broadcast buffers, a collective the rank with fewer batches never joins. Compiled with CUDA
+        # graphs, inference graphs recorded beside the training ones crashed or hung the process
+        # (torch 2.11, H100; pytorch/pytorch#128218).
+        net = run.model
         loss, correct, count = 0.0, 0.0, 0.0
         for batch, logits in iter_logits(net, run.val_loader, run.pre, run.device, run.dtype):
             self.report(batch)

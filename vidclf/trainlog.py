@@ -34,11 +34,6 @@ class EpochLog:
         self.console = console
         self.run_dir = run_dir
         self.header_shown = False
-        if run_dir is not None:
-            # Imported now, before the loader's workers and torch.compile's threads start: a first
-            # import at the end of epoch 1 of a --compile run on CUDA once never finished (RESULTS.md).
-            import vidclf.plots  # noqa: F401
-            import matplotlib.figure  # noqa: F401
 
     def add(self, row: dict, history: list[dict]) -> None:
         self._print(row)
