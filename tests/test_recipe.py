@@ -112,3 +112,17 @@ def test_a_run_with_warmup_smoothing_and_cutmix_resumes_exactly(synth_data, tmp_
     assert [r["lr"] for r in rest.history] == [r["lr"] for r in whole.history]
     for a, b in zip(whole.model.state_dict().values(), rest.model.state_dict().values()):
         assert torch.equal(a, b)
+
+
+def test_train_rejects_a_bad_recipe_in_one_line_before_reading_any_data(tmp_path):
+    from typer.testing import CliRunner
+
+    from vidclf.cli import app
+
+    for flags, message in [(["--mix", "blend"], "--mix should be one of none, mixup, cutmix, got 'blend'"),
+                           (["--mix", "mixup", "--mix-alpha", "0"], "--mix-alpha should be > 0"),
+                           (["--label-smoothing", "1"], "--label-smoothing should be in [0, 1)"),
+                           (["--warmup", "-1"], "--warmup should be ≥ 0 epochs")]:
+        result = CliRunner().invoke(app, ["train", "--data", str(tmp_path / "absent"), *flags])
+        assert result.exit_code == 1 and result.stderr.strip().startswith(f"error: {message}"), result.output
+        assert len(result.stderr.strip().splitlines()) == 1
