@@ -11,7 +11,7 @@ from rich.console import Console
 
 from vidclf.mixing import mix_clips
 from vidclf.run import TrainConfig, _scheduler
-from vidclf.train import StopSignal, fit
+from vidclf.train import fit
 
 quiet = Console(stderr=True, quiet=True)
 
@@ -89,23 +89,13 @@ def test_smoothed_loss_is_the_mix_of_cross_entropy_and_the_uniform_target(synth_
         float(0.8 * F.cross_entropy(logits, labels) + 0.2 * uniform), rel=1e-6)
 
 
-class StopAfterSteps(StopSignal):
-    def __init__(self, looks: int):
-        self.looks = looks
-
-    @property
-    def requested(self) -> bool:
-        self.looks -= 1
-        return self.looks < 0
-
-
 def test_a_run_with_warmup_smoothing_and_cutmix_resumes_exactly(synth_data, tmp_path):
     """Every draw of the recipe (partners, boxes, weights) replays on resume, and so does the schedule."""
-    from tests.test_train import _cfg
+    from tests.test_train import StopAfterReads, _cfg
 
     recipe = dict(warmup=0.5, label_smoothing=0.1, mix="cutmix", mix_alpha=0.4)
     whole = fit(_cfg(synth_data, tmp_path / "a", **recipe), console=quiet, show_progress=False)
-    cut = fit(_cfg(synth_data, tmp_path / "b", **recipe), console=quiet, show_progress=False, stop=StopAfterSteps(2))
+    cut = fit(_cfg(synth_data, tmp_path / "b", **recipe), console=quiet, show_progress=False, stop=StopAfterReads(2))
     assert cut.interrupted
     rest = fit(_cfg(synth_data, tmp_path / "b", **recipe), console=quiet, show_progress=False,
                resume=cut.run_dir / "last.pt")
