@@ -116,3 +116,18 @@ def test_train_rejects_a_bad_recipe_in_one_line_before_reading_any_data(tmp_path
         result = CliRunner().invoke(app, ["train", "--data", str(tmp_path / "absent"), *flags])
         assert result.exit_code == 1 and result.stderr.strip().startswith(f"error: {message}"), result.output
         assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_a_last_pt_with_the_earlier_per_epoch_scheduler_still_resumes(synth_data, tmp_path):
+    """Checkpoints written before the schedule went per step hold a CosineAnnealingLR's state."""
+    from tests.test_train import StopAfterReads, _cfg
+
+    cut = fit(_cfg(synth_data, tmp_path), console=quiet, show_progress=False, stop=StopAfterReads(5))
+    last = cut.run_dir / "last.pt"
+    saved = torch.load(last, weights_only=True)
+    optimizer = torch.optim.AdamW([torch.zeros(1, requires_grad=True)], lr=1e-3)
+    saved["scheduler"] = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=2).state_dict()
+    torch.save(saved, last)
+    rest = fit(_cfg(synth_data, tmp_path), console=quiet, show_progress=False, resume=last)
+    whole = fit(_cfg(synth_data, tmp_path / "whole"), console=quiet, show_progress=False)
+    assert [r["lr"] for r in rest.history] == pytest.approx([r["lr"] for r in whole.history])

@@ -112,7 +112,7 @@ def build_run(cfg: TrainConfig, *, device: torch.device, rank: distributed.Rank,
     scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
     state = TrainState()
     if resume_from is not None:
-        state = _restore(resume_from, model, optimizer, scheduler, scaler)
+        state = _restore(resume_from, model, optimizer, scheduler, scaler, len(train_loader))
     run_dir = distributed.broadcast(run_dir or _new_run_dir(cfg))
     if rank.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -179,10 +179,13 @@ def _scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig, steps_per_epo
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / warm) * decay(s) if warm else decay(s))
 
 
-def _restore(saved: dict, model, optimizer, scheduler, scaler) -> TrainState:
+def _restore(saved: dict, model, optimizer, scheduler, scaler, steps_per_epoch: int) -> TrainState:
     model.load_state_dict(saved["state_dict"])
     optimizer.load_state_dict(saved["optimizer"])
-    scheduler.load_state_dict(saved["scheduler"])
+    schedule = saved["scheduler"]
+    if "lr_lambdas" not in schedule:  # a per-epoch scheduler of an earlier vidclf: go on from the step reached
+        schedule = {**scheduler.state_dict(), "last_epoch": saved["epoch"] * steps_per_epoch + saved["step"]}
+    scheduler.load_state_dict(schedule)
     if saved.get("scaler"):
         scaler.load_state_dict(saved["scaler"])
     return TrainState(saved["epoch"], saved["step"], saved["best_metric"], saved["history"], saved.get("partial"))
