@@ -9,8 +9,8 @@ import torch
 import torch.nn.functional as F
 from rich.console import Console
 
-from vidclf.mixing import mix_clips
-from vidclf.run import TrainConfig, _scheduler
+from vidclf.mixing import Mixed, mix_clips
+from vidclf.run import TrainConfig, _check_recipe, _scheduler
 from vidclf.train import fit
 
 quiet = Console(stderr=True, quiet=True)
@@ -33,12 +33,14 @@ def test_cosine_decays_every_step_and_warmup_rises_linearly():
     assert rates == pytest.approx([0.5 * (1 + math.cos(math.pi * s / 12)) for s in range(12)])
     warm = _rates(4, epochs=3, schedule="constant", warmup=1.5)
     assert warm == pytest.approx([1 / 6, 2 / 6, 3 / 6, 4 / 6, 5 / 6] + [1.0] * 7)
+    warm_cosine = _rates(2, epochs=3, schedule="cosine", warmup=1)  # up to lr, then the whole cosine
+    assert warm_cosine == pytest.approx([0.5, 1.0] + [0.5 * (1 + math.cos(math.pi * k / 4)) for k in range(4)])
 
 
 def test_step_schedule_drops_tenfold_after_each_third():
     assert _rates(2, epochs=3, schedule="step") == pytest.approx([1, 1, 0.1, 0.1, 0.01, 0.01])
-    with pytest.raises(ValueError, match="cosine, step or constant"):
-        _rates(2, epochs=3, schedule="linear")
+    with pytest.raises(ValueError, match="cosine, step, constant, got 'linear'"):
+        _check_recipe(TrainConfig(schedule="linear"))
 
 
 def _batch():
@@ -79,14 +81,22 @@ def test_mixing_asks_for_a_known_kind_and_a_positive_alpha():
         mix_clips(x, labels, lengths, kind="mixup", alpha=0.0, generator=torch.Generator())
 
 
-def test_smoothed_loss_is_the_mix_of_cross_entropy_and_the_uniform_target(synth_data, tmp_path):
+def test_smoothed_and_mixed_losses_are_their_known_mixtures(synth_data, tmp_path):
     from tests.test_train import _built
 
     trainer = _built(synth_data, tmp_path, label_smoothing=0.2)
     logits, labels = torch.randn(5, 3), torch.tensor([0, 2, 1, 1, 0])
-    uniform = -F.log_softmax(logits, dim=1).mean(dim=1).mean()
-    assert float(trainer.loss(logits, labels)) == pytest.approx(
-        float(0.8 * F.cross_entropy(logits, labels) + 0.2 * uniform), rel=1e-6)
+    smoothed = 0.8 * F.cross_entropy(logits, labels, reduction="none") + 0.2 * uniform_per_clip(logits)
+    assert float(trainer.loss(logits, labels)) == pytest.approx(float(smoothed.mean()), rel=1e-6)
+    partner = torch.tensor([2, 2, 0, 1, 1])
+    partner_smoothed = 0.8 * F.cross_entropy(logits, partner, reduction="none") + 0.2 * uniform_per_clip(logits)
+    mixed = Mixed(torch.zeros(0), torch.zeros(0), partner, weight=0.3)
+    assert float(trainer.loss(logits, labels, mixed)) == pytest.approx(
+        float(0.3 * smoothed.mean() + 0.7 * partner_smoothed.mean()), rel=1e-6)
+
+
+def uniform_per_clip(logits: torch.Tensor) -> torch.Tensor:
+    return -F.log_softmax(logits, dim=1).mean(dim=1)
 
 
 def test_a_run_with_warmup_smoothing_and_cutmix_resumes_exactly(synth_data, tmp_path):
@@ -118,16 +128,33 @@ def test_train_rejects_a_bad_recipe_in_one_line_before_reading_any_data(tmp_path
         assert len(result.stderr.strip().splitlines()) == 1
 
 
-def test_a_last_pt_with_the_earlier_per_epoch_scheduler_still_resumes(synth_data, tmp_path):
+def test_a_last_pt_with_the_earlier_per_epoch_scheduler_resumes_from_the_step_it_reached(synth_data, tmp_path):
     """Checkpoints written before the schedule went per step hold a CosineAnnealingLR's state."""
     from tests.test_train import StopAfterReads, _cfg
 
-    cut = fit(_cfg(synth_data, tmp_path), console=quiet, show_progress=False, stop=StopAfterReads(5))
+    cut = fit(_cfg(synth_data, tmp_path), console=quiet, show_progress=False, stop=StopAfterReads(2))
     last = cut.run_dir / "last.pt"
     saved = torch.load(last, weights_only=True)
+    assert saved["epoch"] == 0 and saved["step"] == 3  # mid-epoch
     optimizer = torch.optim.AdamW([torch.zeros(1, requires_grad=True)], lr=1e-3)
     saved["scheduler"] = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=2).state_dict()
+    saved["optimizer"]["param_groups"][0]["lr"] = 1e-3  # the per-epoch rate, unchanged within the epoch
     torch.save(saved, last)
     rest = fit(_cfg(synth_data, tmp_path), console=quiet, show_progress=False, resume=last)
     whole = fit(_cfg(synth_data, tmp_path / "whole"), console=quiet, show_progress=False)
-    assert [r["lr"] for r in rest.history] == pytest.approx([r["lr"] for r in whole.history])
+    assert [r["lr"] for r in rest.history] == [r["lr"] for r in whole.history]
+    for a, b in zip(whole.model.state_dict().values(), rest.model.state_dict().values()):
+        assert torch.equal(a, b)
+
+
+def test_resuming_with_more_epochs_follows_the_new_schedule_from_the_first_step(synth_data, tmp_path):
+    from vidclf import checkpoint, distributed
+    from vidclf.run import build_run
+    from tests.test_train import _cfg
+
+    short = fit(_cfg(synth_data, tmp_path, epochs=1, schedule="step"), console=quiet, show_progress=False)
+    saved = checkpoint.load(short.run_dir / "last.pt")
+    assert saved["optimizer"]["param_groups"][0]["lr"] == pytest.approx(1e-5)  # 1 epoch's end: ×0.01
+    run = build_run(_cfg(synth_data, tmp_path, epochs=3, schedule="step"), device=torch.device("cpu"),
+                    rank=distributed.Rank(), say=quiet.print, resume_from=saved, run_dir=short.run_dir)
+    assert run.optimizer.param_groups[0]["lr"] == pytest.approx(1e-4)  # over 3 epochs, epoch 2 runs at ×0.1

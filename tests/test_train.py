@@ -163,7 +163,7 @@ def test_checkpoint_decision_keeps_the_best_and_stops_when_patience_runs_out(syn
     from vidclf.trainlog import METRIC_COLUMNS
 
     trainer = _built(synth_data, tmp_path, patience=2)
-    trainer.train_step(next(iter(trainer.run.train_loader)), epoch=0, step=0)  # the scheduler steps after it
+    trainer.train_step(next(iter(trainer.run.train_loader)), epoch=0, step=0)
     row = trainer.epoch_row(0, {"loss": 4.0, "correct": 2.0, "count": 4.0, "wait": 0.1, "seconds": 1.0})
     assert tuple(row) == METRIC_COLUMNS and row["train_loss"] == 1.0 and row["train_acc"] == 0.5
     run_dir = trainer.run.run_dir

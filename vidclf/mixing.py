@@ -50,6 +50,6 @@ def mix_clips(x: torch.Tensor, labels: torch.Tensor, lengths: torch.Tensor, *, k
         cy, cx = (int(torch.randint(n, (1,), generator=generator, device=generator.device)) for n in (H, W))
         y0, y1 = max(cy - round(H * side / 2), 0), min(cy + round(H * side / 2), H)
         x0, x1 = max(cx - round(W * side / 2), 0), min(cx + round(W * side / 2), W)
-        mixed[..., y0:y1, x0:x1] = x[partner][..., y0:y1, x0:x1]
+        mixed[..., y0:y1, x0:x1] = x[..., y0:y1, x0:x1][partner]
         weight = 1 - (y1 - y0) * (x1 - x0) / (H * W)  # the share the clip really kept
     return Mixed(mixed, torch.maximum(lengths, lengths[partner]), labels[partner], weight)

@@ -39,7 +39,7 @@ class TrainConfig:
     lr: float = 1e-3
     weight_decay: float = 1e-4
     schedule: str = "cosine"  # cosine | step (×0.1 at 1/3 and 2/3 of the epochs) | constant
-    warmup: float = 0.0  # epochs over which the rate rises linearly from lr/steps to lr
+    warmup: float = 0.0  # epochs over which the rate rises linearly to lr, before the schedule's decay
     label_smoothing: float = 0.0  # weight of the uniform target in the training loss
     mix: str = "none"  # none | mixup | cutmix: blend pairs of training clips and their labels
     mix_alpha: float = 0.2  # the mixing weight is drawn from Beta(mix_alpha, mix_alpha)
@@ -83,7 +83,7 @@ class Run:
     train_sampler: EpochSampler
     train_loader: torch.utils.data.DataLoader
     val_loader: torch.utils.data.DataLoader | None
-    model: torch.nn.Module  # the bare model: what checkpoints hold and what validates under DDP
+    model: torch.nn.Module  # the bare model: what checkpoints hold and what validates
     net: torch.nn.Module  # what a step calls: the model, wrapped in DDP and/or compiled
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler
@@ -122,6 +122,8 @@ def build_run(cfg: TrainConfig, *, device: torch.device, rank: distributed.Rank,
 
 def _check_recipe(cfg: TrainConfig) -> None:
     """Fail before any data is read, not at the first step."""
+    if cfg.schedule not in SCHEDULES:
+        raise ValueError(f"--schedule should be one of {', '.join(SCHEDULES)}, got {cfg.schedule!r}")
     check_mix(cfg.mix, cfg.mix_alpha)
     if not 0 <= cfg.label_smoothing < 1:
         raise ValueError(f"--label-smoothing should be in [0, 1), got {cfg.label_smoothing}")
@@ -161,22 +163,24 @@ def _data(cfg: TrainConfig, splits: Splits, pre: Preprocess, cache: ClipCache | 
     return train_set, sampler, loader, val_loader
 
 
+SCHEDULES = ("cosine", "step", "constant")
+
+
 def _scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig, steps_per_epoch: int) -> torch.optim.lr_scheduler.LambdaLR:
     """Stepped after every optimizer step, so that a warmup or a decay is smooth even over few epochs.
 
-    The rate of step s is lr × a linear warmup over the first `cfg.warmup` epochs × the schedule's decay.
+    The rate rises linearly to lr over the first `cfg.warmup` epochs; the schedule's decay then runs
+    over the remaining steps (a step schedule drops ×0.1 after a third and after two thirds of them).
     """
     total = max(cfg.epochs * steps_per_epoch, 1)
-    third = max(1, math.ceil(cfg.epochs / 3)) * steps_per_epoch
-    decays = {
-        "cosine": lambda s: 0.5 * (1 + math.cos(math.pi * min(s / total, 1.0))),
-        "step": lambda s: 0.1 ** ((s >= third) + (s >= 2 * third)),  # ×0.1 after a third and two thirds
-        "constant": lambda s: 1.0,
-    }
-    if cfg.schedule not in decays:
-        raise ValueError(f"--schedule should be cosine, step or constant, got {cfg.schedule!r}")
-    decay, warm = decays[cfg.schedule], cfg.warmup * steps_per_epoch
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / warm) * decay(s) if warm else decay(s))
+    warm = min(round(cfg.warmup * steps_per_epoch), total - 1)
+    span = total - warm  # steps that decay
+    decay = {
+        "cosine": lambda k: 0.5 * (1 + math.cos(math.pi * k / span)),
+        "step": lambda k: 0.1 ** ((3 * k >= span) + (3 * k >= 2 * span)),
+        "constant": lambda k: 1.0,
+    }[cfg.schedule]
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: (s + 1) / warm if s < warm else decay(min(s - warm, span)))
 
 
 def _restore(saved: dict, model, optimizer, scheduler, scaler, steps_per_epoch: int) -> TrainState:
@@ -184,8 +188,13 @@ def _restore(saved: dict, model, optimizer, scheduler, scaler, steps_per_epoch: 
     optimizer.load_state_dict(saved["optimizer"])
     schedule = saved["scheduler"]
     if "lr_lambdas" not in schedule:  # a per-epoch scheduler of an earlier vidclf: go on from the step reached
+        # (its "constant" schedule was a LambdaLR counting epochs, harmless: that factor is always 1)
         schedule = {**scheduler.state_dict(), "last_epoch": saved["epoch"] * steps_per_epoch + saved["step"]}
     scheduler.load_state_dict(schedule)
+    # The rate of the step reached, from this run's schedule: the same as saved when resuming as it
+    # was, and over the new total when --epochs changed it (the saved rate belongs to the old one).
+    for group, base, factor in zip(optimizer.param_groups, scheduler.base_lrs, scheduler.lr_lambdas):
+        group["lr"] = base * factor(scheduler.last_epoch)
     if saved.get("scaler"):
         scaler.load_state_dict(saved["scaler"])
     return TrainState(saved["epoch"], saved["step"], saved["best_metric"], saved["history"], saved.get("partial"))

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import signal
 import time
+import warnings
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Iterator
@@ -25,7 +26,7 @@ from vidclf.datasets import Batch
 from vidclf.device import autocast, resolve_device
 from vidclf.errors import CheckpointError, DatasetError
 from vidclf.evaluate import iter_logits
-from vidclf.mixing import mix_clips
+from vidclf.mixing import Mixed, mix_clips
 from vidclf.preprocess import step_seed, to_model_input
 from vidclf.run import Run, TrainConfig, build_run
 from vidclf.trainlog import EpochLog, epoch_progress
@@ -113,6 +114,7 @@ class Trainer:
         self.best_path = run.run_dir / "best.pt" if (run.run_dir / "best.pt").exists() else None
         self.stale = 0  # epochs since the monitored metric last improved
         self.steps = 0  # optimizer steps taken in this call
+        self.lr = run.optimizer.param_groups[0]["lr"]  # the rate of the last step taken
 
     def fit(self) -> RunResult:
         run, cfg = self.run, self.run.cfg
@@ -186,21 +188,28 @@ class Trainer:
             x, lengths = mixed.x, mixed.lengths
         with autocast(run.device, run.dtype):
             logits = run.net(x, lengths)
-            loss = self.loss(logits.float(), labels)
-            if mixed is not None:
-                loss = mixed.weight * loss + (1 - mixed.weight) * self.loss(logits.float(), mixed.partner_labels)
+            loss = self.loss(logits.float(), labels, mixed)
         run.optimizer.zero_grad(set_to_none=True)
         run.scaler.scale(loss).backward()
         run.scaler.step(run.optimizer)
         run.scaler.update()
-        run.scheduler.step()
+        self.lr = run.optimizer.param_groups[0]["lr"]  # the rate this step used
+        with warnings.catch_warnings():  # fp16: a step the scaler skipped still counts in the schedule
+            warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step()` before")
+            run.scheduler.step()
         self.steps += 1
         n = len(labels)
         return float(loss.detach()) * n, float((logits.argmax(1) == labels).sum()), n
 
-    def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """The training loss: cross-entropy, against targets smoothed by --label-smoothing."""
-        return F.cross_entropy(logits, labels, label_smoothing=self.run.cfg.label_smoothing)
+    def loss(self, logits: torch.Tensor, labels: torch.Tensor, mixed: Mixed | None = None) -> torch.Tensor:
+        """The training loss: cross-entropy against targets smoothed by --label-smoothing; for mixed
+        clips, the mix of the losses against both clips' labels, by the clips' shares."""
+        smoothing = self.run.cfg.label_smoothing
+        loss = F.cross_entropy(logits, labels, label_smoothing=smoothing)
+        if mixed is None:
+            return loss
+        partner = F.cross_entropy(logits, mixed.partner_labels, label_smoothing=smoothing)
+        return mixed.weight * loss + (1 - mixed.weight) * partner
 
     def validate(self) -> tuple[float | None, float | None, int]:
         """(loss, accuracy, clips) over the validation split, each clip counted once across ranks."""
@@ -232,7 +241,7 @@ class Trainer:
         seconds /= run.rank.world
         row = {
             "epoch": epoch + 1, "train_loss": loss / max(count, 1), "train_acc": correct / max(count, 1),
-            "val_loss": val_loss, "val_acc": val_acc, "lr": run.optimizer.param_groups[0]["lr"],
+            "val_loss": val_loss, "val_acc": val_acc, "lr": self.lr,
             "seconds": seconds + time.perf_counter() - val_start, "clips_per_s": count / max(seconds, 1e-9),
             "data_wait": wait / max(seconds * run.rank.world, 1e-9), "train_clips": int(count), "val_clips": val_clips,
         }

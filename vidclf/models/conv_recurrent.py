@@ -18,7 +18,15 @@ from torch import nn
 from vidclf.models import lengths_or_full, register
 
 
-POOLS = {"avg": 1, "max": 1, "avgmax": 2}  # pooling → vectors it yields per state map
+def _mean(maps: torch.Tensor) -> torch.Tensor:
+    return maps.mean(dim=(2, 3))
+
+
+def _max(maps: torch.Tensor) -> torch.Tensor:
+    return maps.amax(dim=(2, 3))
+
+
+POOLS = {"avg": (_mean,), "max": (_max,), "avgmax": (_mean, _max)}  # (B, C, h, w) → one (B, C) vector each
 
 
 @dataclass
@@ -166,7 +174,7 @@ class ConvRecurrentNet(nn.Module):
             channels = hidden
         self.layers = nn.ModuleList(layers)
         self.dropout = nn.Dropout(c.dropout)
-        self.head = nn.Linear(channels * POOLS[c.pool], num_classes)
+        self.head = nn.Linear(channels * len(POOLS[c.pool]), num_classes)
 
     def frame_features(self, x: torch.Tensor) -> torch.Tensor:
         """(B, T, C, H, W) → (B, T, gates·hidden, h, w): the stem and the first layer's input convolutions.
@@ -191,9 +199,7 @@ class ConvRecurrentNet(nn.Module):
             seq = layer(seq)  # causal: the state at step L-1 never saw the padding after it
         index = (lengths - 1).clamp(min=0).view(B, 1, 1, 1, 1).expand(B, 1, *seq.shape[2:])
         last = seq.gather(1, index).squeeze(1)  # (B, hidden, h, w)
-        pooled = {"avg": [last.mean(dim=(2, 3))], "max": [last.amax(dim=(2, 3))],
-                  "avgmax": [last.mean(dim=(2, 3)), last.amax(dim=(2, 3))]}[self.config.pool]
-        return torch.cat(pooled, dim=1)
+        return torch.cat([pool(last) for pool in POOLS[self.config.pool]], dim=1)
 
     def forward_features(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         """(B, T, C, H, W), lengths (B,) or None (all T) → (B, hidden × vectors per pool): the last layer's state at each clip's last frame."""
