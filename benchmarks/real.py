@@ -48,6 +48,7 @@ from rich.console import Console
 import vidclf
 from vidclf.checkpoint import load_classifier
 from vidclf.datasets import ClipDataset, clip_loader, scan
+from vidclf.device import resolve_device
 from vidclf.evaluate import iter_logits
 from vidclf.train import TrainConfig, fit
 from vidclf.video import load_clip
@@ -275,7 +276,8 @@ def report(args, counts: dict, baselines: dict, results: list[dict], loads: list
                                           f"{max(loads):.1f} (mean {statistics.mean(loads):.1f}).\n" if loads else "\n"),
              f"vidclf imported from `{Path(vidclf.__file__).parent}`.\n",
              f"Command: `python benchmarks/real.py {' '.join(args.argv)}`; every run: vidclf's defaults "
-             f"(AdamW 1e-3, cosine, batch 16, rgb+diff, augmentation), --frames {args.frames} --size {args.size} "
+             f"(AdamW 1e-3, cosine, batch 16, rgb+diff, augmentation) but for its recipe's changes, "
+             f"--frames {args.frames} --size {args.size} "
              f"--epochs {args.epochs}, device {args.device}.\n",
              "## Datasets (clips per class)\n", "| task | source | frames | train | val |", "|---|---|---|---|---|"]
     for task in args.tasks:
@@ -340,6 +342,7 @@ def main() -> None:
     args.argv = [a for a in sys.argv[1:] if a != "--report-only"]
     args.tasks = args.tasks.split(",")
     args.recipes = [r.strip() for r in args.recipes.split(";")]
+    args.device = resolve_device(args.device).type  # rows are kept per device: "auto" would mix them
     models = args.models.split(",")
     footage = [Path(p) for p in args.footage.split(",")]
     torch.set_num_threads(args.threads or len(os.sched_getaffinity(0)))
@@ -360,7 +363,8 @@ def main() -> None:
 
     store = args.out / "results.jsonl"
     results = [json.loads(line) for line in store.read_text().splitlines()] if store.exists() else []
-    same = lambda r: (r["epochs"], r["frames"], r["size"]) == (args.epochs, args.frames, args.size)  # noqa: E731
+    same = lambda r: ((r["epochs"], r["frames"], r["size"], r.get("device", "cpu"))  # noqa: E731
+                      == (args.epochs, args.frames, args.size, args.device))
     results = [r for r in results if same(r)]
     for seed in range(0 if args.report_only else args.seeds):  # seeds outermost: a run cut short covers every model
         for label, recipe in [(m, r) for r in args.recipes for m in models]:  # in the order given: the most wanted first
