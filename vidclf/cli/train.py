@@ -28,7 +28,7 @@ def train(
     frame_stride: Annotated[int, typer.Option(help="Gap between the frames of a random training clip.")] = 1,
     input: Annotated[str, typer.Option(help="rgb, diff (x_t − x_(t−1)) or rgb+diff (both: see README).")] = "rgb+diff",
     batch_size: Annotated[int, typer.Option(help="Clips per step.")] = 16,
-    epochs: Annotated[Optional[int], typer.Option(help="Epochs to train (with --resume: the new total). [default: 10]")] = None,
+    epochs: Annotated[Optional[int], typer.Option(help="Epochs to train (with --resume: the new total, over which the schedule then runs). [default: 10]")] = None,
     lr: Annotated[float, typer.Option(help="AdamW learning rate.")] = 1e-3,
     weight_decay: Annotated[float, typer.Option(help="AdamW weight decay.")] = 1e-4,
     schedule: Annotated[str, typer.Option(help="cosine, step or constant (the rate changes every step).")] = "cosine",
