@@ -28,13 +28,13 @@ def _rates(steps_per_epoch: int, **cfg) -> list[float]:
     return rates
 
 
-def test_cosine_decays_every_step_and_warmup_rises_linearly():
+def test_warmup_rises_every_step_and_the_decay_changes_once_an_epoch():
     rates = _rates(4, epochs=3, schedule="cosine")
-    assert rates == pytest.approx([0.5 * (1 + math.cos(math.pi * s / 12)) for s in range(12)])
+    assert rates == pytest.approx([0.5 * (1 + math.cos(math.pi * (s // 4) / 3)) for s in range(12)])
     warm = _rates(4, epochs=3, schedule="constant", warmup=1.5)
     assert warm == pytest.approx([1 / 6, 2 / 6, 3 / 6, 4 / 6, 5 / 6] + [1.0] * 7)
-    warm_cosine = _rates(2, epochs=3, schedule="cosine", warmup=1)  # up to lr, then the whole cosine
-    assert warm_cosine == pytest.approx([0.5, 1.0] + [0.5 * (1 + math.cos(math.pi * k / 4)) for k in range(4)])
+    warm_cosine = _rates(2, epochs=3, schedule="cosine", warmup=1)  # up to lr, then the cosine over 2 epochs
+    assert warm_cosine == pytest.approx([0.5, 1.0, 1.0, 1.0, 0.5, 0.5])
 
 
 def test_step_schedule_drops_tenfold_after_each_third():
@@ -152,9 +152,9 @@ def test_resuming_with_more_epochs_follows_the_new_schedule_from_the_first_step(
     from vidclf.run import build_run
     from tests.test_train import _cfg
 
-    short = fit(_cfg(synth_data, tmp_path, epochs=1, schedule="step"), console=quiet, show_progress=False)
+    short = fit(_cfg(synth_data, tmp_path, epochs=1), console=quiet, show_progress=False)
     saved = checkpoint.load(short.run_dir / "last.pt")
-    assert saved["optimizer"]["param_groups"][0]["lr"] == pytest.approx(1e-5)  # 1 epoch's end: ×0.01
-    run = build_run(_cfg(synth_data, tmp_path, epochs=3, schedule="step"), device=torch.device("cpu"),
+    assert saved["optimizer"]["param_groups"][0]["lr"] == pytest.approx(0)  # the cosine's end
+    run = build_run(_cfg(synth_data, tmp_path, epochs=3), device=torch.device("cpu"),
                     rank=distributed.Rank(), say=quiet.print, resume_from=saved, run_dir=short.run_dir)
-    assert run.optimizer.param_groups[0]["lr"] == pytest.approx(1e-4)  # over 3 epochs, epoch 2 runs at ×0.1
+    assert run.optimizer.param_groups[0]["lr"] == pytest.approx(1e-3 * 0.75)  # epoch 2 of 3: (1 + cos π/3) / 2
