@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from rich.console import Console
 from rich.table import Table
 
-from vidclf.datasets import scan
+from vidclf.samples import scan
 from vidclf.synth import task_classes, write_dataset
 from vidclf.train import TrainConfig, fit
 from vidclf.video import load_clip

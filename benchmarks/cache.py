@@ -44,7 +44,8 @@ from typing import Callable
 import numpy as np
 
 from vidclf import sampling, video  # video quiets OpenCV's logs before cv2 is used here
-from vidclf.datasets import MAX_CACHED_FRAMES, VIDEO_EXTENSIONS
+from vidclf.datasets import MAX_CACHED_FRAMES
+from vidclf.samples import VIDEO_EXTENSIONS
 import cv2  # noqa: E402  (after vidclf.video)
 
 CLIP = 16  # frames per training clip (vidclf's default num_frames)

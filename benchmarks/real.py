@@ -47,7 +47,8 @@ from rich.console import Console
 
 import vidclf
 from vidclf.checkpoint import load_classifier
-from vidclf.datasets import ClipDataset, clip_loader, scan
+from vidclf.datasets import ClipDataset, clip_loader
+from vidclf.samples import scan
 from vidclf.device import resolve_device
 from vidclf.evaluate import iter_logits
 from vidclf.train import TrainConfig, fit

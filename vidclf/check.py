@@ -11,7 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable, Sequence
 
-from vidclf.datasets import find_videos
+from vidclf.samples import find_videos
 from vidclf.decoder import Decoder
 from vidclf.errors import DatasetError
 

@@ -12,7 +12,8 @@ import torch
 
 from vidclf import distributed
 from vidclf.checkpoint import Classifier
-from vidclf.datasets import Batch, ClipDataset, EpochSampler, Sample, clip_loader, scan
+from vidclf.datasets import Batch, ClipDataset, EpochSampler, clip_loader
+from vidclf.samples import Sample, scan
 from vidclf.decoder import Decoder
 from vidclf.device import autocast
 from vidclf.errors import DatasetError

@@ -12,7 +12,8 @@ import numpy as np
 import torch
 
 from vidclf.checkpoint import Classifier
-from vidclf.datasets import ClipDataset, Sample, clip_loader, default_workers, find_videos
+from vidclf.datasets import ClipDataset, clip_loader, default_workers
+from vidclf.samples import Sample, find_videos
 from vidclf.decoder import Decoder
 from vidclf.device import autocast
 from vidclf.evaluate import iter_logits, per_video

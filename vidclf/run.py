@@ -16,7 +16,8 @@ from rich.markup import escape
 
 from vidclf import distributed
 from vidclf.cache import DEFAULT_SIZE, ClipCache, default_cache_dir, parse_size
-from vidclf.datasets import ClipDataset, EpochSampler, Splits, clip_loader, default_workers, scan
+from vidclf.datasets import ClipDataset, EpochSampler, clip_loader, default_workers
+from vidclf.samples import Splits, scan
 from vidclf.decoder import DEFAULT_TIMEOUT, Decoder
 from vidclf.device import autocast_dtype
 from vidclf.errors import DatasetError
