@@ -1,13 +1,23 @@
-"""The decode cache: resized uint8 frames on disk, so epochs after the first decode no video.
+"""The decode cache: every frame of a video at the training size, as JPEG, in one file per video.
 
-Raw .npy, by measurement (benchmarks/cache.py, RESULTS.md): lossless, so a cache hit gives exactly
-the pixels a decode does (JPEG moved them 1.5–2.5 levels, which would change predictions), and a
-memory-mapped draw of 16 frames costs 0.5 ms where PNG frames cost 5 ms for half the disk.
+JPEG (quality 95), by measurement (benchmarks/cache.py, benchmarks/loader.py, RESULTS.md): a quarter
+of raw uint8's bytes or less, so a UCF101-size set at 112² fits the default bound, and a 16-frame draw
+decodes in about a millisecond. It moves pixels by a few levels; models trained on cached frames
+and on frames decoded from the videos reach the same accuracy (RESULTS.md), and `predict`, which
+decodes the video, agrees with them. One file per video: a header, the frames' offsets, the frames.
+A draw reads and decodes only its own frames.
 
-Bounded: past `max_bytes` the least recently used entries go (a hit refreshes an entry's mtime).
-Shared safely: entries are written to a temporary file and renamed, so ranks and workers that share
-a folder never read half an entry. A full disk or an unwritable folder turns the cache off for the
-process that met it, with one warning, and training goes on.
+The bound is never a reason to decode more than `--no-cache` would. The entries of the dataset being
+served (`keep`) are its working set: it never evicts them to make room for each other, because
+under random order that only trades one miss for another. Entries of other datasets (or of older
+formats) go first, least recently used first. When the bound is reached with none of those left,
+the cache stops taking entries, and a video it does not hold is decoded as one clip, as without a
+cache. So the share of the set that fits is served from disk and the rest costs what it always did.
+
+Shared safely: entries are written to a temporary file and renamed, so ranks, workers and `vidclf
+cache` processes on a shared folder never read half an entry. An entry records its video's size
+and modification time; one whose video changed is decoded again. A full disk or an unwritable
+folder turns the cache off for the process that met it, with one warning, and training goes on.
 """
 
 from __future__ import annotations
@@ -15,9 +25,11 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import struct
 import tempfile
 import time
 from pathlib import Path
+from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
@@ -26,6 +38,13 @@ UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
          "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40}
 EVICT_TO = 0.9  # evict down to this fraction of the bound, so a full cache is not scanned on every write
 STALE_TMP = 3600  # seconds: a temporary file this old was left by a killed writer
+MAX_FRAMES = 512  # longer videos are not cached: each draw decodes its clip afresh
+QUALITY = 95  # JPEG quality: see the module docstring
+EXT = ".jpgs"  # an entry; older formats (.npy) are other entries: evicted first, never read
+MAGIC = b"VIDCLFJ1"
+HEADER = struct.Struct("<8sQqIII")  # magic, video size, video mtime_ns, frames, height, width
+JPEG_SHARE = 0.25  # a new entry's size is guessed as this share of raw uint8 until some are written
+ENTRY_NAME = re.compile(r"[0-9a-f]{40}(\.jpgs|\.npy|\..*\.tmp)")
 
 
 def parse_size(text: str) -> int:
@@ -42,18 +61,26 @@ def default_cache_dir() -> Path:
     return Path(base) / "vidclf" / "clips"
 
 
-class ClipCache:
-    """Entries keyed by the file's identity (path, size, mtime) and the sampling settings.
+def settings_key(size: int, interpolation: str) -> str:
+    """What an entry's frames depend on besides the video: the frame size and how it was resized."""
+    return f"{size}|{interpolation}"
 
-    A changed file gets a new key; an unreadable entry is decoded again and replaced. `warning`
-    holds the reason once the cache has turned itself off.
+
+class ClipCache:
+    """Entries named by the video's path and the settings; see the module docstring for the policy.
+
+    `keep`: entry names (`name()`) of the dataset being served. `warning` holds the reason once the
+    cache has turned itself off; `full` is set once the bound is reached with nothing left to evict.
     """
 
-    def __init__(self, folder: str | Path, max_bytes: int):
+    def __init__(self, folder: str | Path, max_bytes: int, *, keep: Iterable[str] = ()):
         self.folder = Path(folder)
         self.max_bytes = max_bytes
+        self.keep = frozenset(keep)
         self.warning: str | None = None
+        self.full = False
         self._used: int | None = None  # bytes on disk as this process last counted them, plus its writes
+        self._written = [0, 0]  # bytes and frames this process wrote: the guess for the next entry
 
     def usable(self) -> bool:
         """Make the folder and try a write; False (with `warning` set) where that fails."""
@@ -62,83 +89,184 @@ class ClipCache:
             with tempfile.TemporaryFile(dir=self.folder):
                 pass
         except OSError as err:
-            self._turn_off(err)
+            self.turn_off(err)
         return self.warning is None
 
-    def _entry(self, path: str, settings: str) -> Path:
+    def accepting(self) -> bool:
+        return self.warning is None and not self.full
+
+    @staticmethod
+    def name(path: str, settings: str) -> str:
+        """An entry's file name: from the path alone, so a dataset's names cost no I/O to list."""
+        return hashlib.sha1(f"{os.path.abspath(path)}|{settings}|{QUALITY}".encode()).hexdigest() + EXT
+
+    def entry(self, path: str, settings: str) -> Path:
+        name = self.name(path, settings)
+        return self.folder / name[:2] / name
+
+    def read(self, path: str, settings: str, choose: Callable[[int], Sequence[int]]) -> np.ndarray | None:
+        """uint8 (T, H, W, 3) RGB: the frames `choose(frame count)` picks, or None without a valid entry.
+
+        Stats the video (OSError if it is gone): an entry of an older version of the file is stale.
+        """
         st = os.stat(path)
-        key = f"{os.path.abspath(path)}|{st.st_size}|{st.st_mtime_ns}|{settings}"
-        digest = hashlib.sha1(key.encode()).hexdigest()
-        return self.folder / digest[:2] / f"{digest}.npy"
-
-    def get(self, path: str, settings: str, *, mmap: bool = False) -> np.ndarray | None:
-        """The entry's frames, or None; `mmap` maps the file so that a draw reads only its own frames."""
-        entry = self._entry(path, settings)
+        entry = self.entry(path, settings)
         try:
-            frames = np.load(entry, mmap_mode="r" if mmap else None, allow_pickle=False)
-            os.utime(entry)  # recently used: the last to be evicted
-        except (OSError, ValueError, EOFError):
+            with open(entry, "rb") as f:
+                frames = _read_frames(f, (st.st_size, st.st_mtime_ns), choose)
+            if frames is not None:
+                os.utime(entry)  # recently used: the last to be evicted by another dataset
+        except (OSError, struct.error):
             return None  # missing, corrupt, or evicted meanwhile: the caller decodes and puts it back
-        return frames if frames.ndim == 4 and frames.dtype == np.uint8 and len(frames) else None
+        return frames
 
-    def put(self, path: str, settings: str, frames: np.ndarray) -> None:
-        if self.warning is not None:
-            return
-        entry = self._entry(path, settings)
+    def admits(self, frames: int, size: int) -> bool:
+        """Whether a new entry of `frames` frames of size×size fits, evicting other datasets' entries
+        for it if need be. False from then on once nothing is left to evict."""
+        if not self.accepting() or frames > MAX_FRAMES:
+            return False
+        written_bytes, written_frames = self._written
+        guess = frames * (written_bytes / written_frames if written_frames else size * size * 3 * JPEG_SHARE)
+        if self._used is None or self._used + guess > self.max_bytes:
+            self._used = self._evict(guess)  # counts afresh: other processes write here too
+        if self._used + guess > self.max_bytes:
+            self.full = True
+            return False
+        return True
+
+    def added(self, entry: Path, frames: int) -> None:
+        """Account for an entry a decoding process just wrote."""
         try:
-            entry.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=entry.parent, prefix=f".{entry.name}.", suffix=".tmp")
-            try:
-                with os.fdopen(fd, "wb") as f:
-                    np.save(f, frames)
-                os.replace(tmp, entry)
-            except BaseException:
-                Path(tmp).unlink(missing_ok=True)
-                raise
-        except OSError as err:  # a full disk, a read-only or vanished folder: cache off, training on
-            self._turn_off(err)
+            size = entry.stat().st_size
+        except OSError:
             return
-        if self._used is None:
-            self._used = self.size()
-        else:
-            self._used += entry.stat().st_size
-        if self._used > self.max_bytes:
-            self._used = self._evict()
+        self._written = [self._written[0] + size, self._written[1] + frames]
+        self._used = (self._used or 0) + size
 
-    def _turn_off(self, err: OSError) -> None:
+    def turn_off(self, err: OSError) -> None:
         self.warning = f"decode cache off: {self.folder}: {err.strerror or err}"
 
-    def _entries(self) -> list[os.DirEntry]:
+    def _files(self) -> list[os.DirEntry]:
+        """The cache's own files: entries, old-format entries and temporary files, nothing else."""
         found = []
         for sub in os.scandir(self.folder) if self.folder.is_dir() else ():
-            if sub.is_dir():
-                found += [e for e in os.scandir(sub.path) if e.is_file()]
+            if sub.is_dir() and re.fullmatch(r"[0-9a-f]{2}", sub.name):
+                found += [e for e in os.scandir(sub.path) if e.is_file() and ENTRY_NAME.fullmatch(e.name.lstrip("."))]
         return found
 
     def size(self) -> int:
         """Bytes of the entries on disk now."""
-        return sum(_stat_size(e) for e in self._entries() if e.name.endswith(".npy"))
+        return sum(_stat_size(e) for e in self._files() if not e.name.endswith(".tmp"))
 
-    def _evict(self) -> int:
-        """Remove least recently used entries down to EVICT_TO of the bound; the bytes left."""
+    def count(self) -> tuple[int, int]:
+        """(entries of the current format, entries of older ones)."""
+        names = [e.name for e in self._files()]
+        return sum(n.endswith(EXT) for n in names), sum(n.endswith(".npy") for n in names)
+
+    def clear(self) -> int:
+        """Remove every entry and temporary file; the bytes freed."""
+        freed = 0
+        for e in self._files():
+            freed += _stat_size(e)
+            Path(e.path).unlink(missing_ok=True)
+        return freed
+
+    def _evict(self, need: float) -> int:
+        """Remove the least recently used entries that are not `keep`'s until `need` more bytes fit
+        (down to EVICT_TO of the bound, so the next writes do not scan again); the bytes left."""
         entries, now = [], time.time()
-        for e in self._entries():
+        for e in self._files():
             try:
                 st = e.stat()
             except FileNotFoundError:
                 continue  # another process removed it
-            if e.name.endswith(".tmp") and now - st.st_mtime > STALE_TMP:
-                Path(e.path).unlink(missing_ok=True)
-            elif e.name.endswith(".npy"):
-                entries.append((st.st_mtime, st.st_size, e.path))
-        entries.sort()
-        used = sum(size for _, size, _ in entries)
-        for _, size, path in entries:
-            if used <= self.max_bytes * EVICT_TO:
+            if e.name.endswith(".tmp"):
+                if now - st.st_mtime > STALE_TMP:
+                    Path(e.path).unlink(missing_ok=True)
+            else:
+                entries.append((e.name in self.keep, st.st_mtime, st.st_size, e.path))
+        used = sum(size for _, _, size, _ in entries)
+        if used + need <= self.max_bytes:
+            return used
+        for kept, _, size, path in sorted(entries):
+            if kept or used + need <= self.max_bytes * EVICT_TO:
                 break
             Path(path).unlink(missing_ok=True)
             used -= size
         return used
+
+
+def _read_frames(f, source: tuple[int, int], choose: Callable[[int], Sequence[int]]) -> np.ndarray | None:
+    import cv2
+
+    head = f.read(HEADER.size)
+    magic, size, mtime, count, height, width = HEADER.unpack(head)
+    if magic != MAGIC or (size, mtime) != source or not 0 < count <= MAX_FRAMES:
+        return None
+    offsets = np.frombuffer(f.read(8 * (count + 1)), dtype="<u8").astype(np.int64)
+    if len(offsets) != count + 1 or (np.diff(offsets) <= 0).any():
+        return None
+    indices = list(choose(count))
+    lo, hi = int(offsets[min(indices)]), int(offsets[max(indices) + 1])
+    f.seek(HEADER.size + 8 * (count + 1) + lo)
+    data = np.frombuffer(f.read(hi - lo), dtype=np.uint8)  # only the span the clip needs
+    if len(data) != hi - lo:
+        return None  # cut short
+    out = np.empty((len(indices), height, width, 3), np.uint8)
+    for row, i in enumerate(indices):
+        try:
+            bgr = cv2.imdecode(data[offsets[i] - lo : offsets[i + 1] - lo], cv2.IMREAD_COLOR)
+        except cv2.error:
+            return None
+        if bgr is None or bgr.shape != (height, width, 3):
+            return None
+        cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB, dst=out[row])
+    return out
+
+
+def write_entry(path: str, entry: str, *, size: int, threads: int = 1) -> int:
+    """Decode every frame of `path` at size×size and write them as a cache entry; the frame count.
+
+    Runs in the decoding child (decoder.py), so that the frames never travel through a pipe: the
+    caller reads the entry back, exactly as it would on a later epoch.
+    """
+    import cv2
+
+    from vidclf import video
+
+    st = os.stat(path)
+    total = video.probe(path).frames
+    if total > MAX_FRAMES:
+        raise ValueError(f"{path}: {total} frames, more than the cache holds ({MAX_FRAMES})")
+
+    def encode(frame: np.ndarray) -> bytes:
+        ok, data = cv2.imencode(".jpg", video.resize(frame, size), [cv2.IMWRITE_JPEG_QUALITY, QUALITY])
+        if not ok:
+            raise video.VideoError(path, "a frame could not be encoded for the cache")
+        return data.tobytes()
+
+    got, _ = video.read_available(path, range(total), size, threads, encode)
+    if not got:
+        raise video.no_frame_error(path, None)
+    frames = [got[i] for i in sorted(got)]
+    offsets = np.cumsum([0] + [len(b) for b in frames], dtype="<u8")
+    write_atomic(Path(entry), [HEADER.pack(MAGIC, st.st_size, st.st_mtime_ns, len(frames), size, size),
+                               offsets.tobytes(), *frames])
+    return len(frames)
+
+
+def write_atomic(entry: Path, chunks: Iterable[bytes]) -> None:
+    """Write to a temporary file beside `entry`, then rename: readers never see half an entry."""
+    entry.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=entry.parent, prefix=f".{entry.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            for chunk in chunks:
+                f.write(chunk)
+        os.replace(tmp, entry)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def _stat_size(entry: os.DirEntry) -> int:

@@ -14,15 +14,11 @@ from typing import NamedTuple, Sequence
 import numpy as np
 import torch
 
-from vidclf.cache import ClipCache
+from vidclf.cache import ClipCache, settings_key, write_entry
 from vidclf.decoder import Decoder
 from vidclf.preprocess import Preprocess
 from vidclf.samples import Sample
-from vidclf.sampling import clip_indices
-
-# Random training clips are drawn from all of a video's frames, which the cache holds for videos up
-# to this long; longer videos are decoded afresh for each draw.
-MAX_CACHED_FRAMES = 512
+from vidclf.sampling import sample_indices
 
 
 class Failure(NamedTuple):
@@ -32,7 +28,7 @@ class Failure(NamedTuple):
 
 
 class Clip(NamedTuple):
-    frames: torch.Tensor  # uint8 (L, 3, H, W), or (V, L, 3, H, W) for V views (multi-view testing)
+    frames: np.ndarray  # uint8 (L, H, W, 3), or (V, L, H, W, 3) for V views (multi-view testing)
     length: int
     label: int
     index: int  # the sample served: a replacement's own position when the asked-for video failed
@@ -41,7 +37,7 @@ class Clip(NamedTuple):
 
 
 class Batch(NamedTuple):
-    clips: torch.Tensor  # uint8 (B, T, 3, H, W), zero after each clip's length
+    clips: torch.Tensor  # uint8 (B, T, H, W, 3) channels last, as decoded; zero after each clip's length
     lengths: torch.Tensor  # int64 (B,)
     labels: torch.Tensor  # int64 (B,)
     indices: torch.Tensor  # int64 (B,): positions in the dataset
@@ -78,6 +74,7 @@ class ClipDataset(torch.utils.data.Dataset):
         return len(self.samples)
 
     def _frames(self, path: str, rng: random.Random) -> np.ndarray:
+        """([V,] L, H, W, 3): from the cache when it holds the video (or takes it now), else one clip decoded."""
         from vidclf import video, views
 
         pre, decode = self.pre, self.decoder.call
@@ -86,28 +83,34 @@ class ClipDataset(torch.utils.data.Dataset):
             frames, length = decode(views.load_views, path, num_frames=pre.num_frames, size=pre.size,
                                     stride=pre.frame_stride, clips=clips, crops=crops, threads=self.threads)
             return frames[:, :length]  # (V, L, H, W, 3)
-        if not self.train:
-            settings = f"{pre.sampling}|{pre.num_frames}|{pre.frame_stride}|{pre.size}|{pre.interpolation}"
-            frames = self.cache.get(path, settings) if self.cache else None
-            if frames is None:
-                frames, length = decode(video.load_clip, path, num_frames=pre.num_frames, size=pre.size,
-                                        sampling=pre.sampling, stride=pre.frame_stride, threads=self.threads)
-                frames = frames[:length]
-                if self.cache:
-                    self.cache.put(path, settings, frames)
-            return frames
-        settings = f"all|{pre.size}|{pre.interpolation}"
-        every = self.cache.get(path, settings, mmap=True) if self.cache else None
-        if every is None:
-            info = decode(video.probe, path)
-            if not self.cache or info.frames > MAX_CACHED_FRAMES:
-                frames, length = decode(video.load_clip, path, num_frames=pre.num_frames, size=pre.size,
-                                        sampling="random", stride=pre.frame_stride, rng=rng)
-                return frames[:length]
-            every = decode(video.read_frames, path, range(info.frames), size=pre.size)
-            self.cache.put(path, settings, every)
-        idx = clip_indices(len(every), pre.num_frames, stride=pre.frame_stride, rng=rng)
-        return np.asarray(every[idx])  # from a memory map: only these frames are read
+        sampling = "random" if self.train else pre.sampling
+        if self.cache is not None:
+            settings = settings_key(pre.size, pre.interpolation)
+
+            def choose(total: int) -> list[int]:
+                return sample_indices(total, pre.num_frames, sampling=sampling, stride=pre.frame_stride, rng=rng)
+
+            frames = self.cache.read(path, settings, choose)
+            if frames is None and self._admit(path):
+                entry = self.cache.entry(path, settings)
+                try:
+                    self.cache.added(entry, decode(write_entry, path, str(entry), size=pre.size, threads=self.threads))
+                except OSError as err:  # writing the entry failed (a full disk, say): cache off, training on
+                    self.cache.turn_off(err)
+                frames = self.cache.read(path, settings, choose)  # what a later epoch reads: cold = warm
+            if frames is not None:
+                return frames
+        frames, length = decode(video.load_clip, path, num_frames=pre.num_frames, size=pre.size, sampling=sampling,
+                                stride=pre.frame_stride, rng=rng if self.train else None, threads=self.threads)
+        return frames[:length]
+
+    def _admit(self, path: str) -> bool:
+        """Whether the cache takes this video now: decoded whole and written once, instead of one clip."""
+        from vidclf import video
+
+        if not self.cache.accepting():
+            return False
+        return self.cache.admits(self.decoder.call(video.probe, path).frames, self.pre.size)
 
     def _clip(self, index: int, epoch: int) -> Clip | Failure:
         from vidclf.video import VideoError
@@ -121,8 +124,7 @@ class ClipDataset(torch.utils.data.Dataset):
             reason = str(err) if isinstance(err, VideoError) else f"{path}: cannot be read ({err.strerror or err})"
             self.known_bad[index] = Failure(path, reason, index)
             return self.known_bad[index]
-        clip = torch.from_numpy(np.ascontiguousarray(frames)).movedim(-1, -3)  # ([V,] L, H, W, 3) → ([V,] L, 3, H, W)
-        return Clip(clip, clip.shape[-4], label, index, warning=self.cache.warning if self.cache else None)
+        return Clip(frames, frames.shape[-4], label, index, warning=self.cache.warning if self.cache else None)
 
     def _replacements(self, index: int, epoch: int) -> list[int]:
         order = [i for i in range(len(self.samples)) if i != index]
@@ -177,7 +179,11 @@ def clip_loader(dataset: ClipDataset, *, batch_size: int, workers: int, device: 
 
 
 def collate(items: list[Clip | Failure], *, pad_to: int | None = None) -> Batch:
-    """Pad clips with zeros to the longest (or `pad_to`, for fixed shapes) and keep the true lengths."""
+    """Pad clips with zeros to the longest (or `pad_to`, for fixed shapes) and keep the true lengths.
+
+    One uint8 tensor for the clips, channels last as decoded: each clip is one contiguous copy, and
+    the permute to channels first happens on the device (`preprocess.channels_first`).
+    """
     good = [it for it in items if isinstance(it, Clip)]
     failures = [f for it in items for f in ([it] if isinstance(it, Failure) else it.failures)]
     warnings = sorted({it.warning for it in good if it.warning})
@@ -186,14 +192,14 @@ def collate(items: list[Clip | Failure], *, pad_to: int | None = None) -> Batch:
         good = [it._replace(frames=view) for it in good for view in it.frames]
     if not good:
         empty = torch.zeros(0, dtype=torch.long)
-        return Batch(torch.zeros(0, 0, 3, 0, 0, dtype=torch.uint8), empty, empty, empty, failures, warnings)
+        return Batch(torch.zeros(0, 0, 0, 0, 3, dtype=torch.uint8), empty, empty, empty, failures, warnings)
     T = max(pad_to or 0, max(it.length for it in good))
-    _, C, H, W = good[0].frames.shape
-    clips = torch.zeros(len(good), T, C, H, W, dtype=torch.uint8)
+    _, H, W, C = good[0].frames.shape
+    clips = np.zeros((len(good), T, H, W, C), dtype=np.uint8)
     for i, it in enumerate(good):
         clips[i, : it.length] = it.frames
     return Batch(
-        clips,
+        torch.from_numpy(clips),
         torch.tensor([it.length for it in good]),
         torch.tensor([it.label for it in good]),
         torch.tensor([it.index for it in good]),

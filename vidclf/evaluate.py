@@ -17,7 +17,7 @@ from vidclf.samples import Sample, scan
 from vidclf.decoder import Decoder
 from vidclf.device import autocast
 from vidclf.errors import DatasetError
-from vidclf.preprocess import Preprocess, to_model_input
+from vidclf.preprocess import Preprocess, channels_first, to_model_input
 
 
 def iter_logits(model: torch.nn.Module, loader, pre: Preprocess, device: torch.device,
@@ -31,7 +31,7 @@ def iter_logits(model: torch.nn.Module, loader, pre: Preprocess, device: torch.d
             if len(batch.lengths) == 0:
                 yield batch, torch.zeros(0, 0)
                 continue
-            clips = batch.clips.to(device, non_blocking=True)
+            clips = channels_first(batch.clips.to(device, non_blocking=True))
             lengths = batch.lengths.to(device, non_blocking=True)
             with autocast(device, dtype):
                 logits = forward(to_model_input(clips, lengths, pre), lengths)

@@ -17,7 +17,7 @@ from vidclf.samples import Sample, find_videos
 from vidclf.decoder import Decoder
 from vidclf.device import autocast
 from vidclf.evaluate import iter_logits, per_video
-from vidclf.preprocess import to_model_input
+from vidclf.preprocess import channels_first, to_model_input
 
 
 def expand_inputs(inputs: Iterable[str], stdin: Iterable[str] = ()) -> list[str]:
@@ -177,10 +177,10 @@ def predict_windows(path: str, clf: Classifier, *, device: torch.device, dtype: 
 
         def flush() -> None:
             nonlocal total
-            clips = torch.stack([torch.from_numpy(w.frames).permute(0, 3, 1, 2) for w in pending])  # (B, T, 3, H, W)
+            clips = torch.from_numpy(np.stack([w.frames for w in pending]))  # (B, T, H, W, 3)
             lengths = torch.tensor([w.length for w in pending])
             with torch.inference_mode(), autocast(device, dtype):
-                x = to_model_input(clips.to(device), lengths.to(device), pre)
+                x = to_model_input(channels_first(clips.to(device)), lengths.to(device), pre)
                 probs = clf.model(x, lengths.to(device)).float().softmax(dim=1).cpu()
             total = probs.sum(0) if total is None else total + probs.sum(0)
             for w, p in zip(pending, probs):

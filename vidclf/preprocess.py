@@ -28,6 +28,11 @@ def in_channels(input_mode: str) -> int:
         raise ValueError(f"--input should be one of {', '.join(INPUT_MODES)}, got {input_mode!r}")
     return 6 if input_mode == "rgb+diff" else 3
 
+def channels_first(clips: torch.Tensor) -> torch.Tensor:
+    """uint8 (B, T, H, W, 3) as decoded and batched → (B, T, 3, H, W), a view: done on the device, so
+    no CPU process spends a strided copy per batch on it."""
+    return clips.permute(0, 1, 4, 2, 3)
+
 def time_mask(lengths: torch.Tensor, num_frames: int) -> torch.Tensor:
     """(B, T) bool, True on a clip's real frames."""
     return torch.arange(num_frames, device=lengths.device)[None, :] < lengths[:, None]

@@ -15,7 +15,7 @@ import torch
 from rich.markup import escape
 
 from vidclf import distributed
-from vidclf.cache import DEFAULT_SIZE, ClipCache, default_cache_dir, parse_size
+from vidclf.cache import DEFAULT_SIZE, ClipCache, default_cache_dir, parse_size, settings_key
 from vidclf.datasets import ClipDataset, EpochSampler, clip_loader, default_workers
 from vidclf.samples import Splits, scan
 from vidclf.decoder import DEFAULT_TIMEOUT, Decoder
@@ -102,7 +102,7 @@ def build_run(cfg: TrainConfig, *, device: torch.device, rank: distributed.Rank,
     if not splits.train:
         raise DatasetError(f"{cfg.data}: no training videos found")
     pre = Preprocess(num_frames=cfg.num_frames, size=cfg.size, frame_stride=cfg.frame_stride, input=cfg.input)
-    cache = _cache(cfg, say)
+    cache = _cache(cfg, splits, pre, say)
     train_set, sampler, train_loader, val_loader = _data(cfg, splits, pre, cache, device, rank)
     torch.manual_seed(cfg.seed)  # the same initial weights on every rank and every run
     model_cfg = {**{k: v for k, v in cfg.model.items() if v is not None}, "in_channels": in_channels(cfg.input)}
@@ -132,10 +132,13 @@ def _check_recipe(cfg: TrainConfig) -> None:
         raise ValueError(f"--warmup should be ≥ 0 epochs, got {cfg.warmup}")
 
 
-def _cache(cfg: TrainConfig, say: Callable[[str], None]) -> ClipCache | None:
+def _cache(cfg: TrainConfig, splits: Splits, pre: Preprocess, say: Callable[[str], None]) -> ClipCache | None:
+    """The decode cache, told which entries are this run's (it never evicts them for each other)."""
     if cfg.cache is None:
         return None
-    cache = ClipCache(cfg.cache or default_cache_dir(), parse_size(cfg.cache_size))
+    settings = settings_key(pre.size, pre.interpolation)
+    cache = ClipCache(cfg.cache or default_cache_dir(), parse_size(cfg.cache_size),
+                      keep=[ClipCache.name(s.path, settings) for s in splits.train + splits.val])
     if not cache.usable():
         say(f"[yellow]warning[/] {escape(cache.warning)}")
         return None

@@ -27,9 +27,12 @@ from vidclf.device import autocast, resolve_device
 from vidclf.errors import CheckpointError, DatasetError
 from vidclf.evaluate import iter_logits
 from vidclf.mixing import Mixed, mix_clips
-from vidclf.preprocess import step_seed, to_model_input
+from vidclf.preprocess import channels_first, step_seed, to_model_input
 from vidclf.run import Run, TrainConfig, build_run
 from vidclf.trainlog import EpochLog, epoch_progress
+
+
+REFRESH = 0.5  # seconds between reads of the running loss for the progress bar
 
 
 class StopSignal:
@@ -141,35 +144,48 @@ class Trainer:
         return self._result(interrupted=False)
 
     def train_epoch(self, epoch: int) -> tuple[dict, int, int]:
-        """One epoch's steps (from mid-epoch when resuming); returns its running sums, the step reached and of how many."""
+        """One epoch's steps (from mid-epoch when resuming); returns its running sums, the step reached and of how many.
+
+        The loss and correct counts stay on the device and are read back only when the bar is
+        redrawn and at the end: a read every step would make the CPU wait for the GPU each step,
+        so it could never queue the next step's work ahead.
+        """
         run, state = self.run, self.run.state
         skip = state.step if epoch == state.epoch else 0
         run.train_sampler.set_epoch(epoch, skip=skip * run.cfg.batch_size)
         sums = state.partial if (state.partial and epoch == state.epoch) else _zero_sums()
         state.partial = None
+        on_device = torch.zeros(2, dtype=torch.float64, device=run.device)  # loss × clips, correct
         run.net.train()
         steps, step = len(run.train_loader) + skip, skip
         with epoch_progress(self.console, epoch, run.cfg.epochs, enabled=self.show_progress and run.rank.is_main) as bar:
             task = bar.add_task("train", total=steps, completed=skip, loss=0.0, acc=0.0, rate=0.0)
-            tick = time.perf_counter()
+            tick = shown = time.perf_counter()
             for batch in run.train_loader:
                 got = time.perf_counter()
-                loss_sum, correct, n = self.train_step(batch, epoch, step)
+                totals, n = self.train_step(batch, epoch, step)
+                on_device += totals
                 step += 1
                 done = time.perf_counter()
-                for key, value in (("loss", loss_sum), ("correct", correct), ("count", n),
-                                   ("wait", got - tick), ("seconds", done - tick)):
+                for key, value in (("count", n), ("wait", got - tick), ("seconds", done - tick)):
                     sums[key] += value
                 tick = done
-                count = max(sums["count"], 1)
-                bar.update(task, advance=1, loss=sums["loss"] / count, acc=sums["correct"] / count,
-                           rate=sums["count"] / max(sums["seconds"], 1e-9))
+                bar.advance(task)
+                if not bar.disable and done - shown >= REFRESH:
+                    loss, correct = (sums[k] + v for k, v in zip(("loss", "correct"), on_device.tolist()))
+                    count = max(sums["count"], 1)
+                    bar.update(task, loss=loss / count, acc=correct / count, rate=count / max(sums["seconds"], 1e-9))
+                    shown = done
                 if self.stop.requested:
                     break
+        loss, correct = on_device.tolist()
+        sums["loss"] += loss
+        sums["correct"] += correct
+        sums["seconds"] += time.perf_counter() - tick  # the device finishing what was queued
         return sums, step, steps
 
-    def train_step(self, batch: Batch, epoch: int, step: int) -> tuple[float, float, int]:
-        """Forward, backward and update on one batch; returns (loss × clips, correct, clips)."""
+    def train_step(self, batch: Batch, epoch: int, step: int) -> tuple[torch.Tensor, int]:
+        """Forward, backward and update on one batch; returns (loss × clips, correct) on the device, and the clips."""
         run = self.run
         self.report(batch)
         if not len(batch.lengths):  # the dataset replaces bad videos until none is left
@@ -179,7 +195,7 @@ class Trainer:
         torch.manual_seed(seed)  # dropout draws, replayable on resume
         gen = torch.Generator(device=run.device).manual_seed(seed)
         clips, lengths, labels = (t.to(run.device, non_blocking=True) for t in (batch.clips, batch.lengths, batch.labels))
-        x = to_model_input(clips, lengths, run.pre, generator=gen, hflip=run.cfg.hflip)
+        x = to_model_input(channels_first(clips), lengths, run.pre, generator=gen, hflip=run.cfg.hflip)
         if run.cfg.compile:
             torch.compiler.cudagraph_mark_step_begin()  # the previous step's graph outputs are done
         mixed = None
@@ -199,7 +215,8 @@ class Trainer:
             run.scheduler.step()
         self.steps += 1
         n = len(labels)
-        return float(loss.detach()) * n, float((logits.argmax(1) == labels).sum()), n
+        correct = (logits.detach().argmax(1) == labels).sum()
+        return torch.stack([loss.detach().double() * n, correct.double()]), n
 
     def loss(self, logits: torch.Tensor, labels: torch.Tensor, mixed: Mixed | None = None) -> torch.Tensor:
         """The training loss: cross-entropy against targets smoothed by --label-smoothing; for mixed

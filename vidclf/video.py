@@ -133,15 +133,20 @@ def probe(path: str | Path, *, exact: bool = False) -> VideoInfo:
     return VideoInfo(str(path), frames, fps, width, height, frames / fps if fps > 0 else 0.0)
 
 
-def to_rgb(frame: np.ndarray, size: Size) -> np.ndarray:
-    """Resize first (less to convert), then BGR or grey -> RGB."""
+def resize(frame: np.ndarray, size: Size) -> np.ndarray:
+    """A decoded frame at `size`, still in OpenCV's BGR (grey frames become BGR too)."""
     if size is not None:
         h, w = (size, size) if isinstance(size, int) else size
         if frame.shape[:2] != (h, w):
             frame = cv2.resize(frame, (w, h), interpolation=cv2.INTER_LINEAR)  # 10x INTER_AREA's speed
     if frame.ndim == 2 or frame.shape[2] == 1:
-        return cv2.cvtColor(frame, cv2.COLOR_GRAY2RGB)
-    return cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
+        return cv2.cvtColor(frame, cv2.COLOR_GRAY2BGR)
+    return frame
+
+
+def to_rgb(frame: np.ndarray, size: Size) -> np.ndarray:
+    """Resize first (less to convert), then BGR -> RGB."""
+    return cv2.cvtColor(resize(frame, size), cv2.COLOR_BGR2RGB)
 
 
 def _check_size(size: Size) -> None:
