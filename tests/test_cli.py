@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 from vidclf.cli import app
 
 runner = CliRunner()
-COMMANDS = ["synth", "check", "models", "summary", "train", "evaluate", "predict", "embed", "export", "stream"]
+COMMANDS = ["synth", "check", "cache", "models", "summary", "train", "evaluate", "predict", "embed", "export", "stream"]
 
 
 def invoke(*args: str, input: str | None = None):
@@ -90,7 +90,7 @@ def test_train_writes_run_folder_and_keeps_stdout_clean(synth_data, tmp_path):
     assert {p.name for p in run.iterdir()} == {"best.pt", "last.pt", "metrics.csv", "curves.png"}
     rows = list(csv.DictReader((run / "metrics.csv").open()))
     assert [r["epoch"] for r in rows] == ["1", "2"] and int(rows[0]["train_clips"]) == 15
-    assert list((tmp_path / "cache").rglob("*.npy"))  # the decode cache filled
+    assert list((tmp_path / "cache").rglob("*.jpgs"))  # the decode cache filled
     assert (run / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"  # redrawn after every epoch
 
 

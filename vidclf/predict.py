@@ -31,19 +31,6 @@ def expand_inputs(inputs: Iterable[str], stdin: Iterable[str] = ()) -> list[str]
     return out
 
 
-def shard(paths: list[str], spec: str | None) -> list[str]:
-    """`I/N` keeps every N-th path starting at I: array jobs whose outputs concatenate to the whole."""
-    if not spec:
-        return paths
-    try:
-        i, n = (int(x) for x in spec.split("/"))
-    except ValueError:
-        raise ValueError(f"--shard should be I/N with 0 <= I < N, got {spec!r}") from None
-    if not 0 <= i < n:
-        raise ValueError(f"--shard should be I/N with 0 <= I < N, got {spec!r}")
-    return paths[i::n]
-
-
 def resume_output(path: Path) -> set[str]:
     """Prepare `--output FILE --resume`: the paths FILE already holds a result for.
 

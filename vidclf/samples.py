@@ -124,3 +124,16 @@ def scan(root: str | Path, *, val_split: float = 0.2, seed: int = 0) -> Splits:
     if not classes or not (splits.train or splits.val or splits.test):
         raise DatasetError(f"{root}: no videos found (expected {root}/<class>/<video> folders)")
     return splits
+
+
+def shard(paths: list[str], spec: str | None) -> list[str]:
+    """`I/N` keeps every N-th path starting at I: array jobs whose outputs concatenate to the whole."""
+    if not spec:
+        return paths
+    try:
+        i, n = (int(x) for x in spec.split("/"))
+    except ValueError:
+        raise ValueError(f"--shard should be I/N with 0 <= I < N, got {spec!r}") from None
+    if not 0 <= i < n:
+        raise ValueError(f"--shard should be I/N with 0 <= I < N, got {spec!r}")
+    return paths[i::n]

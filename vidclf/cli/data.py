@@ -78,3 +78,92 @@ def _print_check(report: dict) -> None:
         stderr.print(f"[red]unreadable[/] {failure['error']}", highlight=False)
     for suspect in report["suspect"]:
         stderr.print(f"[yellow]suspect[/] {suspect['problem']}", highlight=False)
+
+
+@app.command("cache")
+def cache_command(
+    data: Annotated[str, typer.Argument(help="Dataset folder (class folders or train/val/test) or a CSV manifest.")] = "data",
+    size: Annotated[int, typer.Option(help="Frames are cached at SIZE×SIZE: train's --size. Entries hold every frame, "
+                                           "so --frames and --frame-stride do not change them.")] = 64,
+    cache: Annotated[Optional[str], typer.Option(help="Decode cache folder. [default: ~/.cache/vidclf/clips]")] = None,
+    cache_size: Annotated[str, typer.Option(help="Bound on the cache's disk use, as train's --cache-size.")] = "20GB",
+    shard: Annotated[Optional[str], typer.Option(help="I/N: only every N-th video from the I-th, for array jobs "
+                                                      "filling one shared folder.")] = None,
+    info: Annotated[bool, typer.Option("--info", help="Say what the cache holds (and how much of DATA) and exit.")] = False,
+    clear: Annotated[bool, typer.Option("--clear", help="Remove every entry of the cache folder and exit.")] = False,
+    format: Annotated[ReportFormat, typer.Option("--format", "-f", help="table for people, json for scripts.")] = ReportFormat.table,
+    workers: Workers = None,
+    decode_timeout: DecodeTimeout = 60.0,
+    quiet: Quiet = False,
+    verbose: Verbose = False,
+) -> None:
+    """Fill the decode cache with DATA's videos before training, on every core; resumable; exit 1 if any failed."""
+    with errors(verbose):
+        import json
+
+        from vidclf.cache import ClipCache, default_cache_dir, parse_size
+
+        folder = Path(cache) if cache else default_cache_dir()
+        max_bytes = parse_size(cache_size)
+        if clear or info:
+            report = _cache_info(ClipCache(folder, max_bytes), data, size, clear)
+        else:
+            report = _fill(data, folder, max_bytes, size, shard, workers, decode_timeout, quiet)
+        if format is ReportFormat.json:
+            print(json.dumps(report, ensure_ascii=False, indent=2))
+        else:
+            _print_cache(report)
+        if report.get("failed"):
+            raise typer.Exit(1)
+
+
+def _fill(data: str, folder: Path, max_bytes: int, size: int, shard: Optional[str], workers: Optional[int],
+          decode_timeout: float, quiet: bool) -> dict:
+    from dataclasses import asdict
+
+    from vidclf.datasets import default_workers
+    from vidclf.prefill import fill
+
+    with progress(quiet) as bar:
+        task = bar.add_task("caching", total=None)
+        report = fill(data, folder=folder, max_bytes=max_bytes, size=size, shard=shard,
+                      workers=default_workers() if workers is None else workers, decode_timeout=decode_timeout or None,
+                      progress=lambda done, total: bar.update(task, completed=done, total=total))
+    return {**asdict(report), "not_cached": report.not_cached}
+
+
+def _cache_info(cache, data: str, size: int, clear: bool) -> dict:
+    from vidclf.prefill import coverage
+
+    if clear:
+        return {"folder": str(cache.folder), "freed_bytes": cache.clear()}
+    current, old = cache.count()
+    report = {"folder": str(cache.folder), "entries": current, "old_format_entries": old,
+              "cache_bytes": cache.size(), "max_bytes": cache.max_bytes}
+    if Path(data).exists():
+        report["data"], (report["data_cached"], report["data_videos"]) = data, coverage(data, folder=cache.folder, size=size)
+    return report
+
+
+def _print_cache(report: dict) -> None:
+    from vidclf.output import stderr, stdout
+
+    gb = lambda n: f"{n / 1e9:.2f} GB"  # noqa: E731
+    if "freed_bytes" in report:
+        stdout.print(f"cleared {report['folder']}: {gb(report['freed_bytes'])} freed", highlight=False)
+        return
+    lines = [f"cache {report['folder']}: {gb(report['cache_bytes'])} of {gb(report['max_bytes'])}"]
+    if "written" in report:
+        lines.append(f"{report['present']} of {report['videos']} videos cached ({gb(report['bytes'])}; "
+                     f"{report['written']} written now, in {report['seconds']:.1f} s)")
+        if report["not_cached"]:
+            lines.append(f"{report['not_cached']} not cached: longer than 512 frames, or the bound was reached "
+                         "(raise --cache-size)")
+    else:
+        lines.append(f"{report['entries']} entries" + (f", {report['old_format_entries']} of an older format "
+                                                     "(removed first when room is needed)" if report["old_format_entries"] else ""))
+        if "data" in report:
+            lines.append(f"{report['data']}: {report['data_cached']} of {report['data_videos']} videos cached at this --size")
+    stdout.print("\n".join(lines), highlight=False)
+    for failure in report.get("failed", []):
+        stderr.print(f"[red]unreadable[/] {failure['error']}", highlight=False)

@@ -82,7 +82,8 @@ def embed(
 def _pending(inputs: list[str], shard: Optional[str], output: Optional[Path], resume: bool, quiet: bool) -> list[str]:
     """The inputs this run should do: expanded, sharded, and without those --resume finds done."""
     from vidclf.output import stderr
-    from vidclf.predict import expand_inputs, resume_output, shard as take_shard
+    from vidclf.predict import expand_inputs, resume_output
+    from vidclf.samples import shard as take_shard
 
     if resume and output is None:
         raise typer.BadParameter("needs --output FILE, the file to resume", param_hint="--resume")
