@@ -11,6 +11,10 @@ the last epoch's validation accuracy (not the best epoch's: that would pick on t
 
     python benchmarks/accuracy.py                                  # both tasks, 3 seeds (about 40 min on 2 cores)
     python benchmarks/accuracy.py --tasks speed --archs cnn-lstm --inputs rgb,diff --seeds 1
+    python benchmarks/accuracy.py --tasks motion --inputs rgb+diff --caches on,off   # JPEG cache vs decoded frames
+
+"decoded val acc" scores each run's last.pt on validation clips decoded from the videos, as
+`predict` sees them; "val acc" is what training measured (on cached frames when the cache is on).
 """
 
 from __future__ import annotations
@@ -26,6 +30,9 @@ import torch.nn.functional as F
 from rich.console import Console
 from rich.table import Table
 
+from vidclf.checkpoint import load_classifier
+from vidclf.datasets import ClipDataset, clip_loader
+from vidclf.evaluate import iter_logits
 from vidclf.samples import scan
 from vidclf.synth import task_classes, write_dataset
 from vidclf.train import TrainConfig, fit
@@ -71,12 +78,26 @@ def logistic_regression_accuracy(data: Path, frames: int, size: int) -> float:
     return (linear(xv).argmax(1) == yv).float().mean().item()
 
 
-def fit_accuracy(data: Path, out: Path, args, *, arch: str, input_mode: str, frames: int, seed: int) -> float:
+def fit_accuracy(data: Path, out: Path, args, *, arch: str, input_mode: str, frames: int, seed: int,
+                 cached: bool = True) -> tuple[float, float]:
+    """(the last epoch's validation accuracy as training measured it, on cached frames when `cached`;
+    the same model's accuracy on frames decoded from the videos, as `predict` sees them)."""
     cfg = TrainConfig(data=str(data), arch=arch, input=input_mode, num_frames=frames, size=args.size,
                       epochs=args.epochs, seed=seed, workers=args.workers, device=args.device,
-                      cache=str(out / "cache"), out=str(out / "models"))
-    history = fit(cfg, console=Console(stderr=True, quiet=True), show_progress=False).history
-    return history[-1]["val_acc"]
+                      cache=str(out / "cache") if cached else None, out=str(out / "models"))
+    result = fit(cfg, console=Console(stderr=True, quiet=True), show_progress=False)
+    return result.history[-1]["val_acc"], decoded_accuracy(result.run_dir / "last.pt", data)
+
+
+def decoded_accuracy(checkpoint: Path, data: Path) -> float:
+    """Validation accuracy of a checkpoint on clips decoded from the videos (no cache): predict's input."""
+    cpu = torch.device("cpu")
+    clf = load_classifier(checkpoint, device=cpu)
+    loader = clip_loader(ClipDataset(scan(data).val, clf.preprocess), batch_size=32, workers=0, device=cpu,
+                         pad_to=clf.preprocess.num_frames)
+    hits = [ok for batch, logits in iter_logits(clf.model, loader, clf.preprocess, cpu)
+            for ok in (logits.argmax(1) == batch.labels).tolist()]
+    return sum(hits) / len(hits)
 
 
 def summary(accs: list[float]) -> str:
@@ -97,12 +118,14 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--workers", type=int, default=None)
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--caches", default="on", help="on, off or on,off: train from the decode cache (JPEG "
+                                                         "frames) and/or from frames decoded each epoch")
     args = parser.parse_args()
     seeds = range(args.seeds)
     table = Table(title=f"validation accuracy, mean ± sd over {args.seeds} seeds; {args.train_clips} train / "
                         f"{args.val_clips} val clips per task, T={args.frames}, {args.size}², {args.epochs} epochs")
-    for col in ("task", "model", "input", "val acc", "runs"):
-        table.add_column(col, justify="right" if col in ("val acc",) else "left")
+    for col in ("task", "model", "input", "cache", "val acc", "decoded val acc", "runs"):
+        table.add_column(col, justify="right" if "acc" in col else "left")
 
     def add(*cells: str) -> None:
         table.add_row(*cells)
@@ -113,14 +136,16 @@ def main() -> None:
             k = len(task_classes(task))
             data = Path(tmp) / task
             write_split(data, task, args.train_clips // k, args.val_clips // k, args.frames, args.size)
-            add(task, "frame-diff logistic regression", "2 features",
-                f"{logistic_regression_accuracy(data, args.frames, args.size):.3f}", "1")
+            add(task, "frame-diff logistic regression", "2 features", "-",
+                f"{logistic_regression_accuracy(data, args.frames, args.size):.3f}", "-", "1")
             runs = [("cnn-lstm (single frame)", "cnn-lstm", "rgb", 1)]
             runs += [(arch, arch, inp, args.frames) for arch in args.archs.split(",") for inp in args.inputs.split(",")]
-            for label, arch, inp, frames in runs:
-                accs = [fit_accuracy(data, Path(tmp), args, arch=arch, input_mode=inp, frames=frames, seed=s)
-                        for s in seeds]
-                add(task, label, inp, summary(accs), " ".join(f"{a:.3f}" for a in accs))
+            for (label, arch, inp, frames), cache in [(r, c) for r in runs for c in args.caches.split(",")]:
+                pairs = [fit_accuracy(data, Path(tmp), args, arch=arch, input_mode=inp, frames=frames, seed=s,
+                                      cached=cache == "on") for s in seeds]
+                accs, decoded = [a for a, _ in pairs], [d for _, d in pairs]
+                add(task, label, inp, cache, summary(accs), summary(decoded),
+                    " ".join(f"{a:.3f}/{d:.3f}" for a, d in pairs))
     Console().print(table)
 
 

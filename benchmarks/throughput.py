@@ -32,6 +32,7 @@ from vidclf.datasets import default_workers
 from vidclf.device import autocast, autocast_dtype, resolve_device
 from vidclf.models import build_model
 from vidclf.models.conv_recurrent import ConvRecurrentConfig, ConvRecurrentNet
+from vidclf.preprocess import Preprocess, in_channels
 from vidclf.synth import write_dataset
 from vidclf.train import TrainConfig, fit
 
@@ -76,13 +77,15 @@ class SeedConvGRUCell(torch.nn.Module):
 
 def model_step_rate(arch: str, args, device: torch.device, steps: int, *, model: torch.nn.Module | None = None,
                     compile: bool = False) -> float:
-    """(a): forward, backward and optimizer step on random inputs already on the device."""
+    """(a): forward, backward and optimizer step on random inputs already on the device, with the input
+    channels the loop trains (rgb+diff: 6), so that (a) and (b) do the same work."""
     torch.manual_seed(0)
-    model = (model or build_model(arch, 6)).to(device)
+    channels = in_channels(Preprocess.input)
+    model = (model or build_model(arch, 6, in_channels=channels)).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
     if compile:
         model = torch.compile(model, mode="reduce-overhead" if device.type == "cuda" else None)
-    x = torch.randn(args.batch_size, args.frames, 3, args.size, args.size, device=device)
+    x = torch.randn(args.batch_size, args.frames, channels, args.size, args.size, device=device)
     lengths = torch.full((args.batch_size,), args.frames, device=device)
     labels = torch.randint(0, 6, (args.batch_size,), device=device)
     dtype = autocast_dtype(device, "auto")
@@ -189,7 +192,7 @@ def main() -> None:
             add(arch, "(c) vidclf loop, cold cache", f"{cold['clips_per_s']:.1f}",
                           f"{cold['data_wait']:.0%}", f"{cold['clips_per_s'] / a:.2f}", peak_memory(device))
         add("-", f"(d) bare OpenCV decode, {workers} processes", f"{decode:.1f}", "-", "-", "-")
-        seed_net = ConvRecurrentNet(6, ConvRecurrentConfig(), SeedConvGRUCell)
+        seed_net = ConvRecurrentNet(6, ConvRecurrentConfig(in_channels=in_channels(Preprocess.input)), SeedConvGRUCell)
         rounds = [(model_step_rate("convgru", args, device, args.steps),
                    model_step_rate("convgru", args, device, args.steps, model=seed_net)) for _ in range(3)]
         eager, seed = max(r[0] for r in rounds), max(r[1] for r in rounds)  # interleaved, best of 3 each

@@ -158,6 +158,10 @@ class ClipCache:
         """Bytes of the entries on disk now."""
         return sum(_stat_size(e) for e in self._files() if not e.name.endswith(".tmp"))
 
+    def held(self) -> int:
+        """How many of `keep`'s entries are on disk."""
+        return sum((self.folder / name[:2] / name).exists() for name in self.keep)
+
     def count(self) -> tuple[int, int]:
         """(entries of the current format, entries of older ones)."""
         names = [e.name for e in self._files()]
@@ -213,14 +217,15 @@ def _read_frames(f, source: tuple[int, int], choose: Callable[[int], Sequence[in
     if len(data) != hi - lo:
         return None  # cut short
     out = np.empty((len(indices), height, width, 3), np.uint8)
+    rgb = getattr(cv2, "IMREAD_COLOR_RGB", None)  # OpenCV ≥ 4.11 decodes straight to RGB
     for row, i in enumerate(indices):
         try:
-            bgr = cv2.imdecode(data[offsets[i] - lo : offsets[i + 1] - lo], cv2.IMREAD_COLOR)
+            frame = cv2.imdecode(data[offsets[i] - lo : offsets[i + 1] - lo], rgb or cv2.IMREAD_COLOR)
         except cv2.error:
             return None
-        if bgr is None or bgr.shape != (height, width, 3):
+        if frame is None or frame.shape != (height, width, 3):
             return None
-        cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB, dst=out[row])
+        out[row] = frame if rgb else cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
     return out
 
 
