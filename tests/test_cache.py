@@ -73,13 +73,16 @@ def test_warm_epochs_decode_nothing_and_stale_or_corrupt_entries_are_decoded_aga
     assert len(calls["whole"]) == 3 and len(list((tmp_path / "c").rglob("*.jpgs"))) == 1
 
 
-def test_a_set_larger_than_the_bound_never_decodes_a_video_whole_that_it_does_not_keep(synth_data, tmp_path, calls):
+@pytest.mark.parametrize("told", [True, False])
+def test_a_set_larger_than_the_bound_never_decodes_a_video_whole_that_it_does_not_keep(synth_data, tmp_path, calls,
+                                                                                       told):
+    """Told its dataset (as training tells it) or not, the cache keeps what this run put in it."""
     samples = _videos(synth_data, 12)
     probe = _dataset(samples[:1], tmp_path / "probe")
     probe[(0, 0)]
     entry = ClipCache(tmp_path / "probe", 10**9).size()
     calls["whole"].clear()
-    ds = _dataset(samples, tmp_path / "c", max_bytes=int(4.5 * entry))  # room for four of twelve
+    ds = _dataset(samples, tmp_path / "c", max_bytes=int(4.5 * entry), keep=None if told else [])  # room for 4 of 12
     for epoch in range(3):
         for i in random.Random(epoch).sample(range(12), 12):
             ds[(i, epoch)]
@@ -102,6 +105,8 @@ def test_other_datasets_entries_make_room_least_recently_used_first_and_old_form
     for i in range(4):
         a[(i, 0)]
     entry = sum(p.stat().st_size for p in folder.rglob("*.jpgs")) / 4
+    for age, p in enumerate(sorted(folder.rglob("*.jpgs"))):
+        os.utime(p, (1000 + age, 1000 + age))  # used before b's run started, a while ago
     b = _dataset(samples[4:], folder, max_bytes=int(5.5 * entry))
     for i in range(4):
         b[(i, 0)]
@@ -144,3 +149,21 @@ def test_cache_size_units():
     assert parse_size("1.5GiB") == int(1.5 * 2**30) and parse_size("0") == 0
     with pytest.raises(ValueError, match="--cache-size"):
         parse_size("lots")
+
+
+def test_worker_processes_share_one_bound(synth_data, tmp_path):
+    import torch
+
+    from vidclf.datasets import EpochSampler, clip_loader
+
+    samples = _videos(synth_data, 12)
+    probe = _dataset(samples[:1], tmp_path / "probe")
+    probe[(0, 0)]
+    entry = ClipCache(tmp_path / "probe", 10**9).size()
+    ds = ClipDataset(samples, PRE, train=True, cache=ClipCache(tmp_path / "c", int(4.5 * entry)))
+    sampler = EpochSampler(len(samples), shuffle=True)
+    loader = clip_loader(ds, batch_size=2, workers=2, device=torch.device("cpu"), pad_to=4, sampler=sampler)
+    for epoch in range(2):
+        sampler.set_epoch(epoch)
+        assert sum(len(b.lengths) for b in loader) == 12
+    assert ds.cache.size() <= ds.cache.max_bytes and len(list((tmp_path / "c").rglob("*.jpgs"))) == 4

@@ -8,9 +8,9 @@ decodes the video, agrees with them. One file per video: a header, the frames' o
 A draw reads and decodes only its own frames.
 
 The bound is never a reason to decode more than `--no-cache` would. The entries of the dataset being
-served (`keep`) are its working set: it never evicts them to make room for each other, because
-under random order that only trades one miss for another. Entries of other datasets (or of older
-formats) go first, least recently used first. When the bound is reached with none of those left,
+served (`keep`) and every entry used since this cache was opened are the run's working set: it never
+evicts them to make room for each other, because under random order that only trades one miss for
+another. Entries of other datasets (or of older formats) go, least recently used first. When the bound is reached with none of those left,
 the cache stops taking entries, and a video it does not hold is decoded as one clip, as without a
 cache. So the share of the set that fits is served from disk and the rest costs what it always did.
 
@@ -22,6 +22,8 @@ folder turns the cache off for the process that met it, with one warning, and tr
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import os
 import re
@@ -29,7 +31,7 @@ import struct
 import tempfile
 import time
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
+from typing import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -71,15 +73,18 @@ class ClipCache:
 
     `keep`: entry names (`name()`) of the dataset being served. `warning` holds the reason once the
     cache has turned itself off; `full` is set once the bound is reached with nothing left to evict.
+    Copies in worker processes share `opened`, so entries any of them used are all protected.
     """
 
     def __init__(self, folder: str | Path, max_bytes: int, *, keep: Iterable[str] = ()):
         self.folder = Path(folder)
         self.max_bytes = max_bytes
         self.keep = frozenset(keep)
+        self.opened = time.time() - 0.02  # entries read or written since belong to this run (file times are coarse)
         self.warning: str | None = None
         self.full = False
-        self._used: int | None = None  # bytes on disk as this process last counted them, plus its writes
+        self._counted = False  # whether this process has counted the folder (the shared count can drift)
+        self._reserved = 0  # bytes reserved for the entry being written
         self._written = [0, 0]  # bytes and frames this process wrote: the guess for the next entry
 
     def usable(self) -> bool:
@@ -122,26 +127,67 @@ class ClipCache:
 
     def admits(self, frames: int, size: int) -> bool:
         """Whether a new entry of `frames` frames of size×size fits, evicting other datasets' entries
-        for it if need be. False from then on once nothing is left to evict."""
+        for it if need be; if so, its bytes are reserved. False from then on once nothing is left to evict.
+
+        Every process writing to the folder (workers, ranks, `vidclf cache` shards) reserves from
+        one count on disk, under a lock, so that together they stay within the bound.
+        """
         if not self.accepting() or frames > MAX_FRAMES:
             return False
         written_bytes, written_frames = self._written
-        guess = frames * (written_bytes / written_frames if written_frames else size * size * 3 * JPEG_SHARE)
-        if self._used is None or self._used + guess > self.max_bytes:
-            self._used = self._evict(guess)  # counts afresh: other processes write here too
-        if self._used + guess > self.max_bytes:
-            self.full = True
-            return False
-        return True
+        guess = int(frames * (written_bytes / written_frames if written_frames else size * size * 3 * JPEG_SHARE))
+        with self._locked():
+            used = self._read_used()
+            if used is None or not self._counted or used + guess > self.max_bytes:
+                used = self._evict(guess)  # counts what is on disk: the count may be stale (a killed writer)
+                self._counted = True
+            if used + guess > self.max_bytes:
+                self.full = True
+            self._write_used(used + (0 if self.full else guess))
+        self._reserved = 0 if self.full else guess
+        return not self.full
 
     def added(self, entry: Path, frames: int) -> None:
-        """Account for an entry a decoding process just wrote."""
+        """Replace the reservation for an entry a decoding process just wrote by its real size."""
         try:
             size = entry.stat().st_size
         except OSError:
-            return
+            size = 0
         self._written = [self._written[0] + size, self._written[1] + frames]
-        self._used = (self._used or 0) + size
+        with self._locked():
+            used = self._read_used()
+            if used is not None:
+                self._write_used(max(used + size - self._reserved, 0))
+        self._reserved = 0
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        """An exclusive lock on the folder's count; none where the filesystem has no locks."""
+        try:
+            fd = os.open(self.folder / ".lock", os.O_CREAT | os.O_RDWR)
+        except OSError:
+            yield
+            return
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+            except OSError:
+                pass
+            yield
+        finally:
+            os.close(fd)  # releases the lock
+
+    def _read_used(self) -> int | None:
+        try:
+            return int((self.folder / ".used").read_text())
+        except (OSError, ValueError):
+            return None
+
+    def _write_used(self, used: int) -> None:
+        try:
+            (self.folder / ".used").write_text(str(used))
+        except OSError:
+            pass  # the count is a shortcut: without it, the next reservation counts the folder
 
     def turn_off(self, err: OSError) -> None:
         self.warning = f"decode cache off: {self.folder}: {err.strerror or err}"
@@ -169,6 +215,7 @@ class ClipCache:
 
     def clear(self) -> int:
         """Remove every entry and temporary file; the bytes freed."""
+        (self.folder / ".used").unlink(missing_ok=True)
         freed = 0
         for e in self._files():
             freed += _stat_size(e)
@@ -176,7 +223,7 @@ class ClipCache:
         return freed
 
     def _evict(self, need: float) -> int:
-        """Remove the least recently used entries that are not `keep`'s until `need` more bytes fit
+        """Remove the least recently used entries outside the working set until `need` more bytes fit
         (down to EVICT_TO of the bound, so the next writes do not scan again); the bytes left."""
         entries, now = [], time.time()
         for e in self._files():
@@ -188,7 +235,7 @@ class ClipCache:
                 if now - st.st_mtime > STALE_TMP:
                     Path(e.path).unlink(missing_ok=True)
             else:
-                entries.append((e.name in self.keep, st.st_mtime, st.st_size, e.path))
+                entries.append((e.name in self.keep or st.st_mtime >= self.opened, st.st_mtime, st.st_size, e.path))
         used = sum(size for _, _, size, _ in entries)
         if used + need <= self.max_bytes:
             return used
