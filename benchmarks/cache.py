@@ -44,7 +44,7 @@ from typing import Callable
 import numpy as np
 
 from vidclf import sampling, video  # video quiets OpenCV's logs before cv2 is used here
-from vidclf.datasets import MAX_CACHED_FRAMES
+from vidclf.cache import MAX_FRAMES as MAX_CACHED_FRAMES
 from vidclf.samples import VIDEO_EXTENSIONS
 import cv2  # noqa: E402  (after vidclf.video)
 

@@ -444,7 +444,7 @@ def bench_train(ds: Dataset, work: Path, *, limit: float) -> dict:
         best = runs[-1].parent / "best.pt"
         row["best"] = str(best) if best.exists() else None
     size, files = du(cache)
-    entries = len(list(cache.rglob("*.npy")))
+    entries = len(list(cache.rglob("*.jpgs")))
     row |= {"cache_bytes": size, "cache_files": files, "cache_entries": entries,
             "bytes_per_entry": size / entries if entries else None}
     return row
