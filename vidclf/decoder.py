@@ -66,6 +66,58 @@ class Decoder:
             self._child = None
 
 
+def read_ahead(items: Iterator[Any], depth: int) -> Iterator[Any]:
+    """The items of `items`, fetched by a thread up to `depth` ahead of the caller.
+
+    `Decoder.iterate`'s child blocks while its pipe is full, so a caller that runs a model between
+    items would otherwise leave the child idle: with a thread reading ahead, decoding the next
+    windows overlaps the model's work on these. Errors reach the caller at the item they stopped;
+    a caller that stops early stops the thread (and the generator's cleanup kills the child).
+    """
+    import queue
+    import threading
+
+    box: queue.Queue = queue.Queue(depth)
+    stop = threading.Event()
+
+    def put(entry: tuple) -> bool:
+        while not stop.is_set():
+            try:
+                box.put(entry, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for item in items:
+                if not put(("item", item)):
+                    break
+            else:
+                put(("end", None))
+        except BaseException as err:  # noqa: BLE001  (raised again in the caller's thread)
+            put(("error", err))
+        finally:
+            close = getattr(items, "close", None)
+            if close is not None:
+                close()
+
+    thread = threading.Thread(target=produce, daemon=True, name="vidclf-read-ahead")
+    thread.start()
+    try:
+        while True:
+            kind, value = box.get()
+            if kind == "end":
+                return
+            if kind == "error":
+                raise value
+            yield value
+    finally:
+        stop.set()
+        thread.join()
+
+
 class _Child:
     """One decoding process and the two pipes to it (requests in, messages out)."""
 

@@ -14,7 +14,7 @@ import torch
 from vidclf.checkpoint import Classifier
 from vidclf.datasets import ClipDataset, clip_loader, default_workers
 from vidclf.samples import Sample, find_videos
-from vidclf.decoder import Decoder
+from vidclf.decoder import Decoder, read_ahead
 from vidclf.device import autocast
 from vidclf.evaluate import iter_logits, per_video
 from vidclf.preprocess import channels_first, to_model_input
@@ -176,8 +176,9 @@ def predict_windows(path: str, clf: Classifier, *, device: torch.device, dtype: 
                                 "label": clf.classes[int(i)], "score": round(float(score), 6)})
             pending.clear()
 
-        for w in decoder.iterate(video.iter_windows, path, window=win, stride=step, num_frames=pre.num_frames,
-                                 size=pre.size, sampling=pre.sampling, frame_stride=pre.frame_stride, threads=0):
+        windows_of_video = decoder.iterate(video.iter_windows, path, window=win, stride=step, num_frames=pre.num_frames,
+                                           size=pre.size, sampling=pre.sampling, frame_stride=pre.frame_stride, threads=0)
+        for w in read_ahead(windows_of_video, depth=2 * batch_size):  # decoding overlaps the model
             pending.append(w)
             if len(pending) == batch_size:
                 flush()
