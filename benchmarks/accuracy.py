@@ -31,12 +31,12 @@ from rich.console import Console
 from rich.table import Table
 
 from vidclf.checkpoint import load_classifier
-from vidclf.datasets import ClipDataset, clip_loader
+from vidclf.data.datasets import ClipDataset, clip_loader
 from vidclf.evaluate import iter_logits
-from vidclf.samples import scan
+from vidclf.data.files import scan
 from vidclf.synth import task_classes, write_dataset
 from vidclf.train import TrainConfig, fit
-from vidclf.video import load_clip
+from vidclf.data.video import load_clip
 
 console = Console(stderr=True)
 

@@ -43,10 +43,10 @@ from typing import Callable
 
 import numpy as np
 
-from vidclf import sampling, video  # video quiets OpenCV's logs before cv2 is used here
-from vidclf.cache import MAX_FRAMES as MAX_CACHED_FRAMES
-from vidclf.samples import VIDEO_EXTENSIONS
-import cv2  # noqa: E402  (after vidclf.video)
+from vidclf.data import sampling, video  # video quiets OpenCV's logs before cv2 is used here
+from vidclf.data.cache import MAX_FRAMES as MAX_CACHED_FRAMES
+from vidclf.data.files import VIDEO_EXTENSIONS
+import cv2  # noqa: E402  (after vidclf.data.video)
 
 CLIP = 16  # frames per training clip (vidclf's default num_frames)
 EXTENSIONS = VIDEO_EXTENSIONS + (".ogv",)  # in folders: the files vidclf would find, and Ogg/Theora

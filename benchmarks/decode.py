@@ -30,8 +30,8 @@ from typing import Callable
 
 import numpy as np
 
-from vidclf import sampling, video  # video quiets OpenCV's logs before cv2 is used here
-import cv2  # noqa: E402  (after vidclf.video)
+from vidclf.data import sampling, video  # video quiets OpenCV's logs before cv2 is used here
+import cv2  # noqa: E402  (after vidclf.data.video)
 
 NUM, SIZE = 16, 112
 

@@ -37,12 +37,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from vidclf.cache import ClipCache, parse_size
-from vidclf.datasets import ClipDataset, EpochSampler, clip_loader
-from vidclf.decoder import Decoder
+from vidclf.data.cache import ClipCache, parse_size
+from vidclf.data.datasets import ClipDataset, EpochSampler, clip_loader
+from vidclf.data.decoder import Decoder
 from vidclf.preprocess import Preprocess
-from vidclf.prefill import fill
-from vidclf.samples import Sample, scan
+from vidclf.data.fill import fill
+from vidclf.data.files import Sample, scan
 
 
 class PeakRSS:

@@ -21,8 +21,8 @@ from rich.console import Console
 from rich.table import Table
 
 from vidclf.checkpoint import Classifier
-from vidclf.datasets import ClipDataset, collate, default_workers
-from vidclf.samples import Sample
+from vidclf.data.datasets import ClipDataset, collate, default_workers
+from vidclf.data.files import Sample
 from vidclf.device import resolve_device
 from vidclf.models import build_model
 from vidclf.predict import predict_files, predict_windows

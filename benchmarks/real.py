@@ -47,12 +47,12 @@ from rich.console import Console
 
 import vidclf
 from vidclf.checkpoint import load_classifier
-from vidclf.datasets import ClipDataset, clip_loader
-from vidclf.samples import scan
+from vidclf.data.datasets import ClipDataset, clip_loader
+from vidclf.data.files import scan
 from vidclf.device import resolve_device
 from vidclf.evaluate import iter_logits
 from vidclf.train import TrainConfig, fit
-from vidclf.video import load_clip
+from vidclf.data.video import load_clip
 
 console = Console(stderr=True)
 

@@ -146,7 +146,7 @@ def encode(path: Path, frames: np.ndarray, codec: str, fps: float) -> None:
 
 def _write_clip(job: tuple[ClipSpec, str, float, int]) -> int:
     spec, folder, fps, seed = job
-    from vidclf.video import silence_opencv
+    from vidclf.data.video import silence_opencv
 
     silence_opencv()
     import cv2

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from rich.console import Console
 from rich.table import Table
 
-from vidclf.datasets import default_workers
+from vidclf.data.datasets import default_workers
 from vidclf.device import autocast, autocast_dtype, resolve_device
 from vidclf.models import build_model
 from vidclf.models.conv_recurrent import ConvRecurrentConfig, ConvRecurrentNet

@@ -8,13 +8,13 @@ import random
 import numpy as np
 import pytest
 
-from vidclf import cache as cache_mod
-from vidclf import datasets, video
-from vidclf.cache import ClipCache, parse_size, settings_key
-from vidclf.datasets import ClipDataset
-from vidclf.decoder import Decoder
+from vidclf.data import cache as cache_mod
+from vidclf.data import datasets, video
+from vidclf.data.cache import ClipCache, parse_size, settings_key
+from vidclf.data.datasets import ClipDataset
+from vidclf.data.decoder import Decoder
 from vidclf.preprocess import Preprocess
-from vidclf.samples import Sample
+from vidclf.data.files import Sample
 
 PRE = Preprocess(num_frames=4, size=16)
 SETTINGS = settings_key(PRE.size, PRE.interpolation)
@@ -154,7 +154,7 @@ def test_cache_size_units():
 def test_worker_processes_share_one_bound(synth_data, tmp_path):
     import torch
 
-    from vidclf.datasets import EpochSampler, clip_loader
+    from vidclf.data.datasets import EpochSampler, clip_loader
 
     samples = _videos(synth_data, 12)
     probe = _dataset(samples[:1], tmp_path / "probe")

@@ -232,7 +232,7 @@ def test_predict_into_head_exits_quietly(trained, synth_data):
 
 def test_one_file_decodes_here_with_opencv_threads(trained, synth_data, monkeypatch):
     """Fewer files than cores: no worker processes, and OpenCV threads the decoder (threads=0)."""
-    from vidclf.decoder import Decoder
+    from vidclf.data.decoder import Decoder
 
     used, real_call = [], Decoder.call
     monkeypatch.setattr(Decoder, "call", lambda self, name, *a, **k: used.append(k.get("threads", name))

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from vidclf.cache import ClipCache
-from vidclf.datasets import Clip, ClipDataset, EpochSampler, Failure, collate
-from vidclf.samples import Sample, scan, stratified_split
+from vidclf.data.cache import ClipCache
+from vidclf.data.datasets import Clip, ClipDataset, EpochSampler, Failure, collate
+from vidclf.data.files import Sample, scan, stratified_split
 from vidclf.errors import DatasetError
 from vidclf.preprocess import Preprocess
 
@@ -122,8 +122,8 @@ def test_loader_workers_start_after_opencv_ran_in_this_process(synth_data):
     clip = next(Path(synth_data).rglob("*.mp4"))
     script = f"""
 import cv2, numpy as np, torch
-from vidclf.datasets import ClipDataset, clip_loader
-from vidclf.samples import Sample
+from vidclf.data.datasets import ClipDataset, clip_loader
+from vidclf.data.files import Sample
 from vidclf.preprocess import Preprocess
 cv2.warpAffine(np.zeros((512, 512, 3), np.uint8), np.eye(2, 3), (512, 512))  # starts OpenCV's thread pool
 loader = clip_loader(ClipDataset([Sample({str(clip)!r}, 0)], Preprocess(num_frames=4, size=16)), batch_size=1,

@@ -4,7 +4,7 @@ import threading
 
 import pytest
 
-from vidclf.decoder import read_ahead
+from vidclf.data.decoder import read_ahead
 
 
 def test_read_ahead_yields_every_item_in_order_and_raises_where_the_source_failed():

@@ -14,7 +14,7 @@ def _reference(trained, paths) -> torch.Tensor:
     """forward_features of each centre clip, computed here without vidclf's batching."""
     from vidclf.checkpoint import load_classifier
     from vidclf.preprocess import to_model_input
-    from vidclf.video import load_clip
+    from vidclf.data.video import load_clip
 
     clf = load_classifier(trained, device=torch.device("cpu"))
     pre = clf.preprocess

@@ -55,7 +55,7 @@ def _decoder_processes() -> list[int]:
         except OSError:
             continue
         state, ppid = stat.rsplit(")", 1)[1].split()[:2]
-        if b"vidclf.decoder" in cmdline and state != "Z" and int(ppid) == os.getpid():
+        if b"vidclf.data.decoder" in cmdline and state != "Z" and int(ppid) == os.getpid():
             found.append(int(pid))
     return found
 

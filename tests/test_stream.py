@@ -21,7 +21,7 @@ from vidclf.checkpoint import Classifier
 from vidclf.models import build_model
 from vidclf.preprocess import Preprocess, in_channels, to_model_input
 from vidclf.stream import frames, stream_records
-from vidclf.video import VideoError
+from vidclf.data.video import VideoError
 
 FPS, SIZE, CLASSES = 25, 32, 5
 SMALL_LSTM = {"feature_size": 32, "hidden_size": 16}  # small models: parity does not depend on widths

@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 from rich.console import Console
 
-from vidclf.samples import scan
+from vidclf.data.files import scan
 from vidclf.train import StopSignal, TrainConfig, fit
 
 quiet = Console(stderr=True, quiet=True)

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from tests.videos import decode_index, indexed_frames, tag_rotation, write_video, write_video_ffmpeg
-from vidclf import sampling, video
-from vidclf.video import VideoError
+from vidclf.data import sampling, video
+from vidclf.data.video import VideoError
 
 ASKED = [59, 0, 17, 17, 3, 42, 58, 1]  # unsorted, a duplicate, the first and last frames
 
@@ -314,14 +314,14 @@ def test_bad_inputs_raise_one_clear_error(tmp_path, indexed):
 def test_bad_inputs_print_nothing(tmp_path, indexed):
     """No FFmpeg or OpenCV noise reaches the terminal (checked at the file-descriptor level).
 
-    The child opens a good video with plain cv2 first, as other code might, before vidclf.video is
+    The child opens a good video with plain cv2 first, as other code might, before vidclf.data.video is
     imported: the FFmpeg log level must still be quieted.
     """
     names = list(_bad_inputs(tmp_path, indexed))
     code = (
         "import sys, cv2\n"
         "cv2.VideoCapture(sys.argv[1]).release()\n"
-        "from vidclf import video\n"
+        "from vidclf.data import video\n"
         "for p in sys.argv[2:]:\n"
         "    try: video.load_clip(p, num_frames=4, size=16)\n"
         "    except video.VideoError: pass\n"

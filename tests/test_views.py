@@ -10,8 +10,8 @@ import torch
 
 from tests.test_cli import invoke
 from tests.videos import decode_index, indexed_frames, write_video
-from vidclf import sampling, video
-from vidclf.views import load_views
+from vidclf.data import sampling, video
+from vidclf.data.views import load_views
 
 
 def test_spread_clips_cover_the_video_at_the_training_stride():

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from vidclf.video import silence_opencv
+from vidclf.data.video import silence_opencv
 
 silence_opencv()  # before the first writer: FFmpeg's encoder chatter stays off the test output
 import cv2  # noqa: E402

@@ -11,8 +11,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable, Sequence
 
-from vidclf.samples import find_videos
-from vidclf.decoder import Decoder
+from vidclf.data.files import find_videos
+from vidclf.data.decoder import Decoder
 from vidclf.errors import DatasetError
 
 
@@ -42,7 +42,7 @@ def check_videos(paths: Sequence[str | Path], *, workers: int = 1, deep: bool = 
 
 
 def _check_file(path: Path, decoder: Decoder, deep: bool) -> dict:
-    from vidclf.video import VideoError, probe, read_frames
+    from vidclf.data.video import VideoError, probe, read_frames
 
     try:
         info = decoder.call(probe, path)

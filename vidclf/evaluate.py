@@ -12,9 +12,9 @@ import torch
 
 from vidclf import distributed
 from vidclf.checkpoint import Classifier
-from vidclf.datasets import Batch, ClipDataset, EpochSampler, clip_loader
-from vidclf.samples import Sample, scan
-from vidclf.decoder import Decoder
+from vidclf.data.datasets import Batch, ClipDataset, EpochSampler, clip_loader
+from vidclf.data.files import Sample, scan
+from vidclf.data.decoder import Decoder
 from vidclf.device import autocast
 from vidclf.errors import DatasetError
 from vidclf.preprocess import Preprocess, channels_first, to_model_input

@@ -43,7 +43,7 @@ from vidclf import __version__
 from vidclf.checkpoint import Classifier
 from vidclf.errors import VidclfError
 from vidclf.preprocess import in_channels, to_model_input
-from vidclf.video import load_clip
+from vidclf.data.video import load_clip
 
 FORMATS = ("onnx", "torchscript")
 EXPORT_BATCH = 2  # batch of the example input; torch.export specialises sizes 0 and 1, so not 1

@@ -12,9 +12,9 @@ import numpy as np
 import torch
 
 from vidclf.checkpoint import Classifier
-from vidclf.datasets import ClipDataset, clip_loader, default_workers
-from vidclf.samples import Sample, find_videos
-from vidclf.decoder import Decoder, read_ahead
+from vidclf.data.datasets import ClipDataset, clip_loader, default_workers
+from vidclf.data.files import Sample, find_videos
+from vidclf.data.decoder import Decoder, read_ahead
 from vidclf.device import autocast
 from vidclf.evaluate import iter_logits, per_video
 from vidclf.preprocess import channels_first, to_model_input
@@ -149,7 +149,7 @@ def predict_windows(path: str, clf: Classifier, *, device: torch.device, dtype: 
     The video-level scores are the mean of the windows' probabilities. Only a batch of windows is in
     memory at a time, so a video of any length fits.
     """
-    from vidclf import video
+    from vidclf.data import video
 
     pre = clf.preprocess
     decoder = decoder or Decoder()

@@ -15,10 +15,10 @@ import torch
 from rich.markup import escape
 
 from vidclf import distributed
-from vidclf.cache import DEFAULT_SIZE, ClipCache, default_cache_dir, parse_size, settings_key
-from vidclf.datasets import ClipDataset, EpochSampler, clip_loader, default_workers
-from vidclf.samples import Splits, scan
-from vidclf.decoder import DEFAULT_TIMEOUT, Decoder
+from vidclf.data.cache import DEFAULT_SIZE, ClipCache, default_cache_dir, parse_size, settings_key
+from vidclf.data.datasets import ClipDataset, EpochSampler, clip_loader, default_workers
+from vidclf.data.files import Splits, scan
+from vidclf.data.decoder import DEFAULT_TIMEOUT, Decoder
 from vidclf.device import autocast_dtype
 from vidclf.errors import DatasetError
 from vidclf.mixing import check_mix

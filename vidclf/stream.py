@@ -18,12 +18,12 @@ import cv2
 import numpy as np
 import torch
 
-from vidclf import video
+from vidclf.data import video
 from vidclf.checkpoint import Classifier
 from vidclf.device import autocast
 from vidclf.predict import topk_record
 from vidclf.preprocess import Preprocess, to_model_input
-from vidclf.video import VideoError
+from vidclf.data.video import VideoError
 
 STALL_MS = 10_000  # a URL that sends nothing for this long while opening or reading counts as dropped
 DEFAULT_FPS = 25.0  # for sources that give neither timestamps nor a frame rate, as predict assumes

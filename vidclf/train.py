@@ -22,7 +22,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from vidclf import checkpoint, distributed
-from vidclf.datasets import Batch
+from vidclf.data.datasets import Batch
 from vidclf.device import autocast, resolve_device
 from vidclf.errors import CheckpointError, DatasetError
 from vidclf.evaluate import iter_logits

@@ -48,7 +48,7 @@ def check(
         import json
 
         from vidclf.check import check_videos
-        from vidclf.datasets import default_workers
+        from vidclf.data.datasets import default_workers
 
         with progress(quiet) as bar:
             task = bar.add_task("checking", total=None)
@@ -101,7 +101,7 @@ def cache_command(
     with errors(verbose):
         import json
 
-        from vidclf.cache import ClipCache, default_cache_dir, parse_size
+        from vidclf.data.cache import ClipCache, default_cache_dir, parse_size
 
         folder = Path(cache) if cache else default_cache_dir()
         max_bytes = parse_size(cache_size)
@@ -121,8 +121,8 @@ def _fill(data: str, folder: Path, max_bytes: int, size: int, shard: Optional[st
           decode_timeout: float, quiet: bool) -> dict:
     from dataclasses import asdict
 
-    from vidclf.datasets import default_workers
-    from vidclf.prefill import fill
+    from vidclf.data.datasets import default_workers
+    from vidclf.data.fill import fill
 
     with progress(quiet) as bar:
         task = bar.add_task("caching", total=None)
@@ -133,7 +133,7 @@ def _fill(data: str, folder: Path, max_bytes: int, size: int, shard: Optional[st
 
 
 def _cache_info(cache, data: str, size: int, clear: bool) -> dict:
-    from vidclf.prefill import coverage
+    from vidclf.data.fill import coverage
 
     if clear:
         return {"folder": str(cache.folder), "freed_bytes": cache.clear()}

@@ -43,7 +43,7 @@ def export(
 def _training_clips(path: Path) -> list[str]:
     """A few videos of the dataset the checkpoint was trained on, when it is still there."""
     from vidclf import checkpoint
-    from vidclf.samples import scan
+    from vidclf.data.files import scan
 
     data = checkpoint.load(path).get("train_config", {}).get("data")
     try:

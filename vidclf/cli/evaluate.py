@@ -38,8 +38,8 @@ def evaluate(
         import json
 
         from vidclf import checkpoint, distributed
-        from vidclf.datasets import default_workers
-        from vidclf.decoder import Decoder
+        from vidclf.data.datasets import default_workers
+        from vidclf.data.decoder import Decoder
         from vidclf.device import autocast_dtype, resolve_device
         from vidclf.evaluate import evaluate_samples, split_samples
 

@@ -37,7 +37,7 @@ def predict(
 ) -> None:
     """Label videos: one record per video on stdout (or --output); exit code 1 if any could not be read."""
     with errors(verbose):
-        from vidclf.decoder import Decoder
+        from vidclf.data.decoder import Decoder
         from vidclf.device import autocast_dtype
         from vidclf.output import default_format
         from vidclf.predict import predict as predict_records
@@ -64,7 +64,7 @@ def embed(
 ) -> None:
     """One vector per video (the model's features before its head), to search, cluster or feed another model."""
     with errors(verbose):
-        from vidclf.decoder import Decoder
+        from vidclf.data.decoder import Decoder
         from vidclf.device import autocast_dtype
         from vidclf.predict import embed_files
 
@@ -83,7 +83,7 @@ def _pending(inputs: list[str], shard: Optional[str], output: Optional[Path], re
     """The inputs this run should do: expanded, sharded, and without those --resume finds done."""
     from vidclf.output import stderr
     from vidclf.predict import expand_inputs, resume_output
-    from vidclf.samples import shard as take_shard
+    from vidclf.data.files import shard as take_shard
 
     if resume and output is None:
         raise typer.BadParameter("needs --output FILE, the file to resume", param_hint="--resume")

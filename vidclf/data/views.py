@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
-from vidclf import video
-from vidclf.sampling import clip_indices, crop_offsets, spread_clips
+from vidclf.data import video
+from vidclf.data.sampling import clip_indices, crop_offsets, spread_clips
 
 
 def load_views(path: str | Path, *, num_frames: int, size: int, stride: int = 1, clips: int = 1, crops: int = 1,

@@ -17,9 +17,9 @@ from typing import Any, Callable, Iterator, NamedTuple, Sequence
 
 import numpy as np
 
-from vidclf.diagnose import why_unopenable
+from vidclf.data.diagnose import why_unopenable
 from vidclf.errors import VidclfError
-from vidclf.sampling import SAMPLINGS, sample_indices, window_bounds
+from vidclf.data.sampling import SAMPLINGS, sample_indices, window_bounds
 
 # A seek costs up to a keyframe interval of decoding (250 frames for x264's default; OpenCV also
 # lands 16 frames early and decodes forward), so it pays only across gaps much longer than that.

@@ -122,16 +122,16 @@ class _Child:
     """One decoding process and the two pipes to it (requests in, messages out)."""
 
     def __init__(self):
-        from vidclf.video import VideoError
+        from vidclf.data.video import VideoError
 
         self.owner = os.getpid()
         self.killed = False
         to_child_r, to_child_w = os.pipe()
         from_child_r, from_child_w = os.pipe()
-        package_parent = str(Path(__file__).resolve().parent.parent)  # the same vidclf, installed or not
+        package_parent = str(Path(__file__).resolve().parents[2])  # the same vidclf, installed or not
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [package_parent, os.environ.get("PYTHONPATH")]))}
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "vidclf.decoder", str(to_child_r), str(from_child_w)],
+            [sys.executable, "-m", "vidclf.data.decoder", str(to_child_r), str(from_child_w)],
             pass_fds=(to_child_r, from_child_w), env=env,
             # Not the caller's streams: a child abandoned mid-read could hold a pipe open for hours,
             # and `vidclf … | consumer` would wait for an end of file that never comes.
@@ -161,7 +161,7 @@ class _Child:
                 self.kill()
 
     def _replies(self, path, timeout: float) -> Iterator[Any]:
-        from vidclf.video import VideoError
+        from vidclf.data.video import VideoError
 
         while True:
             if not self.messages.poll(timeout):
@@ -201,7 +201,7 @@ def _kill(proc: subprocess.Popen) -> None:
 
 def _serve(requests: Connection, messages: Connection) -> None:
     """The child's loop: run each request, sending items, heartbeats while frames decode, and the end."""
-    from vidclf import video
+    from vidclf.data import video
 
     last = time.monotonic()
 

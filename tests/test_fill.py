@@ -3,7 +3,7 @@
 import json
 import shutil
 
-from vidclf import datasets, video
+from vidclf.data import datasets, video
 from tests.test_cli import invoke
 
 

@@ -1,7 +1,7 @@
 """Serving uint8 clips to a DataLoader: which clip of a video to ask for, the cached answer, bad
 videos replaced in training, batches padded to one shape, and the epoch's order on each rank.
 
-Finding the videos is `samples.py`'s job, decoding them `video.py`'s.
+Finding the videos is `files.py`'s job, decoding them `video.py`'s.
 """
 
 from __future__ import annotations
@@ -14,11 +14,11 @@ from typing import NamedTuple, Sequence
 import numpy as np
 import torch
 
-from vidclf.cache import ClipCache, settings_key, write_entry
-from vidclf.decoder import Decoder
+from vidclf.data.cache import ClipCache, settings_key, write_entry
+from vidclf.data.decoder import Decoder
 from vidclf.preprocess import Preprocess
-from vidclf.samples import Sample
-from vidclf.sampling import sample_indices
+from vidclf.data.files import Sample
+from vidclf.data.sampling import sample_indices
 
 
 class Failure(NamedTuple):
@@ -75,7 +75,7 @@ class ClipDataset(torch.utils.data.Dataset):
 
     def _frames(self, path: str, rng: random.Random) -> np.ndarray:
         """([V,] L, H, W, 3): from the cache when it holds the video (or takes it now), else one clip decoded."""
-        from vidclf import video, views
+        from vidclf.data import video, views
 
         pre, decode = self.pre, self.decoder.call
         if not self.train and self.views != (1, 1):
@@ -106,14 +106,14 @@ class ClipDataset(torch.utils.data.Dataset):
 
     def _admit(self, path: str) -> bool:
         """Whether the cache takes this video now: decoded whole and written once, instead of one clip."""
-        from vidclf import video
+        from vidclf.data import video
 
         if not self.cache.accepting():
             return False
         return self.cache.admits(self.decoder.call(video.probe, path).frames, self.pre.size)
 
     def _clip(self, index: int, epoch: int) -> Clip | Failure:
-        from vidclf.video import VideoError
+        from vidclf.data.video import VideoError
 
         if index in self.known_bad:
             return self.known_bad[index]

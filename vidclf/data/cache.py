@@ -45,7 +45,8 @@ QUALITY = 95  # JPEG quality: see the module docstring
 EXT = ".jpgs"  # an entry; older formats (.npy) are other entries: evicted first, never read
 MAGIC = b"VIDCLFJ1"
 HEADER = struct.Struct("<8sQqIII")  # magic, video size, video mtime_ns, frames, height, width
-JPEG_SHARE = 0.25  # a new entry's size is guessed as this share of raw uint8 until some are written
+JPEG_SHARE = 0.25  # until this process has written entries, a frame is guessed at this share of raw uint8
+JPEG_HEADER = 1000  # plus this many bytes (JPEG's own headers dominate tiny frames)
 ENTRY_NAME = re.compile(r"[0-9a-f]{40}(\.jpgs|\.npy|\..*\.tmp)")
 
 
@@ -83,7 +84,6 @@ class ClipCache:
         self.opened = time.time() - 0.02  # entries read or written since belong to this run (file times are coarse)
         self.warning: str | None = None
         self.full = False
-        self._counted = False  # whether this process has counted the folder (the shared count can drift)
         self._reserved = 0  # bytes reserved for the entry being written
         self._written = [0, 0]  # bytes and frames this process wrote: the guess for the next entry
 
@@ -95,7 +95,10 @@ class ClipCache:
                 pass
         except OSError as err:
             self.turn_off(err)
-        return self.warning is None
+            return False
+        with self._locked():  # a fresh count: the last one may be off (a writer killed mid-entry)
+            self._write_used(self.size())
+        return True
 
     def accepting(self) -> bool:
         return self.warning is None and not self.full
@@ -135,12 +138,14 @@ class ClipCache:
         if not self.accepting() or frames > MAX_FRAMES:
             return False
         written_bytes, written_frames = self._written
-        guess = int(frames * (written_bytes / written_frames if written_frames else size * size * 3 * JPEG_SHARE))
+        per_frame = written_bytes / written_frames if written_frames else size * size * 3 * JPEG_SHARE + JPEG_HEADER
+        guess = int(frames * per_frame)
         with self._locked():
             used = self._read_used()
-            if used is None or not self._counted or used + guess > self.max_bytes:
-                used = self._evict(guess)  # counts what is on disk: the count may be stale (a killed writer)
-                self._counted = True
+            if used is None:
+                used = self.size()
+            if used + guess > self.max_bytes:
+                used -= self._evict(used + guess - self.max_bytes * EVICT_TO)
             if used + guess > self.max_bytes:
                 self.full = True
             self._write_used(used + (0 if self.full else guess))
@@ -148,7 +153,8 @@ class ClipCache:
         return not self.full
 
     def added(self, entry: Path, frames: int) -> None:
-        """Replace the reservation for an entry a decoding process just wrote by its real size."""
+        """Replace the reservation for an entry a decoding process just wrote by its real size; an
+        entry larger than its reservation that breaks the bound is removed (the caller decodes a clip)."""
         try:
             size = entry.stat().st_size
         except OSError:
@@ -156,14 +162,19 @@ class ClipCache:
         self._written = [self._written[0] + size, self._written[1] + frames]
         with self._locked():
             used = self._read_used()
-            if used is not None:
-                self._write_used(max(used + size - self._reserved, 0))
+            used = self.size() if used is None else used + size - self._reserved
+            if used > self.max_bytes:
+                entry.unlink(missing_ok=True)
+                used -= size
+                self.full = True
+            self._write_used(max(used, 0))
         self._reserved = 0
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
         """An exclusive lock on the folder's count; none where the filesystem has no locks."""
         try:
+            self.folder.mkdir(parents=True, exist_ok=True)
             fd = os.open(self.folder / ".lock", os.O_CREAT | os.O_RDWR)
         except OSError:
             yield
@@ -222,9 +233,10 @@ class ClipCache:
             Path(e.path).unlink(missing_ok=True)
         return freed
 
-    def _evict(self, need: float) -> int:
-        """Remove the least recently used entries outside the working set until `need` more bytes fit
-        (down to EVICT_TO of the bound, so the next writes do not scan again); the bytes left."""
+    def _evict(self, excess: float) -> int:
+        """Remove the least recently used entries outside the working set, up to `excess` bytes (to
+        EVICT_TO of the bound, so that the next writes do not scan again); the bytes removed. Only
+        what it removes changes the count: reservations of entries being written elsewhere stay."""
         entries, now = [], time.time()
         for e in self._files():
             try:
@@ -234,17 +246,15 @@ class ClipCache:
             if e.name.endswith(".tmp"):
                 if now - st.st_mtime > STALE_TMP:
                     Path(e.path).unlink(missing_ok=True)
-            else:
-                entries.append((e.name in self.keep or st.st_mtime >= self.opened, st.st_mtime, st.st_size, e.path))
-        used = sum(size for _, _, size, _ in entries)
-        if used + need <= self.max_bytes:
-            return used
-        for kept, _, size, path in sorted(entries):
-            if kept or used + need <= self.max_bytes * EVICT_TO:
+            elif not (e.name in self.keep or st.st_mtime >= self.opened):
+                entries.append((st.st_mtime, st.st_size, e.path))
+        removed = 0
+        for _, size, path in sorted(entries):
+            if removed >= excess:
                 break
             Path(path).unlink(missing_ok=True)
-            used -= size
-        return used
+            removed += size
+        return removed
 
 
 def _read_frames(f, source: tuple[int, int], choose: Callable[[int], Sequence[int]]) -> np.ndarray | None:
@@ -284,7 +294,7 @@ def write_entry(path: str, entry: str, *, size: int, threads: int = 1) -> int:
     """
     import cv2
 
-    from vidclf import video
+    from vidclf.data import video
 
     st = os.stat(path)
     total = video.probe(path).frames

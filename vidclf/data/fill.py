@@ -16,11 +16,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from vidclf.cache import ClipCache, settings_key
-from vidclf.datasets import ClipDataset, clip_loader
-from vidclf.decoder import Decoder
+from vidclf.data.cache import ClipCache, settings_key
+from vidclf.data.datasets import ClipDataset, clip_loader
+from vidclf.data.decoder import Decoder
 from vidclf.preprocess import Preprocess
-from vidclf.samples import Sample, scan, shard as take_shard
+from vidclf.data.files import Sample, scan, shard as take_shard
 
 
 @dataclass

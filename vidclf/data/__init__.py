@@ -1,0 +1,9 @@
+"""The data path: from video files to batches of uint8 clips.
+
+- `files.py`     find labelled videos (class folders, train/val/test folders, a CSV manifest), split them
+- `sampling.py`  which frames a clip takes (index arithmetic only); `views.py` multi-view clips
+- `video.py`     decoding with OpenCV (the only module that opens a video); `diagnose.py` why one will not open
+- `decoder.py`   the watchdog: decoding in a child process, abandoned when a video stalls
+- `cache.py`     the bounded decode cache (JPEG frames on disk); `fill.py` fills it ahead of training
+- `datasets.py`  serving clips to a DataLoader: the cache, bad videos replaced, batches, the epoch's order
+"""
