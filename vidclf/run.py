@@ -53,7 +53,7 @@ class TrainConfig:
     device: str = "auto"  # auto | cpu | cuda[:N]
     precision: str = "auto"  # auto | 32 | bf16 | 16
     cache: str | None = ""  # decode cache folder; "" the user cache folder, None no cache
-    cache_size: str = DEFAULT_SIZE  # bound on the cache's bytes on disk; least recently used entries go
+    cache_size: str = DEFAULT_SIZE  # bound on the cache's bytes on disk (see data/cache.py for what it keeps)
     decode_timeout: float = DEFAULT_TIMEOUT  # seconds without progress before a video is abandoned; 0: no watchdog
     compile: bool = False  # torch.compile the model (slow to start; pays off on GPUs)
     out: str = "models"  # run folders are written under here

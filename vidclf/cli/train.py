@@ -46,7 +46,8 @@ def train(
     precision: Precision = "auto",
     cache: Annotated[Optional[str], typer.Option(help="Decode cache folder. [default: ~/.cache/vidclf/clips]")] = None,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Decode every clip every epoch.")] = False,
-    cache_size: Annotated[str, typer.Option(help="Bound on the cache's disk use (500MB, 20GB); least recently used entries go.")] = "20GB",
+    cache_size: Annotated[str, typer.Option(help="Bound on the cache's disk use (500MB, 20GB): other datasets' entries make room first; "
+                                                 "videos of this run that do not fit are decoded a clip at a time.")] = "20GB",
     decode_timeout: DecodeTimeout = 60.0,
     compile: Annotated[bool, typer.Option(help="torch.compile the model (slow start; pays off on GPUs).")] = False,
     out: Annotated[str, typer.Option(help="Run folders (checkpoints, metrics.csv, curves.png) go under here.")] = "models",
