@@ -167,3 +167,17 @@ def test_worker_processes_share_one_bound(synth_data, tmp_path):
         sampler.set_epoch(epoch)
         assert sum(len(b.lengths) for b in loader) == 12
     assert ds.cache.size() <= ds.cache.max_bytes and len(list((tmp_path / "c").rglob("*.jpgs"))) == 4
+
+
+def test_a_video_that_fails_while_its_entry_is_written_gives_its_reservation_back(synth_data, tmp_path, monkeypatch):
+    def broken(path, *args, **kwargs):
+        raise video.VideoError(path, "the decoder crashed on this file")
+
+    samples = _videos(synth_data, 2)
+    ds = _dataset(samples, tmp_path / "c")
+    ds[(0, 0)]
+    used = int((tmp_path / "c" / ".used").read_text())
+    monkeypatch.setattr(datasets, "write_entry", broken)
+    failure = ds[(1, 0)]
+    assert "crashed" in failure.failures[0].reason
+    assert int((tmp_path / "c" / ".used").read_text()) == used == ds.cache.size()

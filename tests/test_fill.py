@@ -60,3 +60,18 @@ def test_an_unreadable_video_is_listed_and_the_rest_cached(synth_data, tmp_path)
     result = invoke("cache", data, "--size", "16", "--cache", tmp_path / "c", "--workers", "0")
     assert result.exit_code == 1
     assert "broken.mp4" in result.stderr and "18 of 19 videos cached" in result.stdout
+
+
+def test_a_full_disk_ends_the_fill_with_the_reason_and_exit_1(synth_data, tmp_path, monkeypatch):
+    import errno
+
+    from vidclf.data import cache
+
+    def disk_full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(cache, "write_atomic", disk_full)
+    result = invoke("cache", synth_data, "--size", "16", "--cache", tmp_path / "c", "--workers", "0",
+                    "--decode-timeout", "0")
+    assert result.exit_code == 1 and "No space left on device" in result.stderr
+    assert "0 of 18 videos cached" in result.stdout

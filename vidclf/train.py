@@ -264,7 +264,7 @@ class Trainer:
         }
         run.state.history.append(row)
         self.log.add(row, run.state.history)
-        if epoch == 0 and run.cache is not None:
+        if epoch == 0 and run.cache is not None and run.rank.is_main:
             held, videos = run.cache.held(), len(run.cache.keep)
             self.say(f"decode cache {run.cache.folder}: {run.cache.size() / 1e9:.2f} GB of {run.cache.max_bytes / 1e9:g} GB, "
                      f"{held} of this run's {videos} videos" + ("" if held == videos else

@@ -113,7 +113,7 @@ def cache_command(
             print(json.dumps(report, ensure_ascii=False, indent=2))
         else:
             _print_cache(report)
-        if report.get("failed"):
+        if report.get("failed") or report.get("warnings"):
             raise typer.Exit(1)
 
 
@@ -156,7 +156,7 @@ def _print_cache(report: dict) -> None:
     if "written" in report:
         lines.append(f"{report['present']} of {report['videos']} videos cached ({gb(report['bytes'])}; "
                      f"{report['written']} written now, in {report['seconds']:.1f} s)")
-        if report["not_cached"]:
+        if report["not_cached"] and not report["warnings"]:
             lines.append(f"{report['not_cached']} not cached: longer than 512 frames, or the bound was reached "
                          "(raise --cache-size)")
     else:
@@ -167,3 +167,5 @@ def _print_cache(report: dict) -> None:
     stdout.print("\n".join(lines), highlight=False)
     for failure in report.get("failed", []):
         stderr.print(f"[red]unreadable[/] {failure['error']}", highlight=False)
+    for warning in report.get("warnings", []):
+        stderr.print(f"[red]error[/] {warning}", highlight=False)

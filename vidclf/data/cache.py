@@ -42,7 +42,7 @@ EVICT_TO = 0.9  # evict down to this fraction of the bound, so a full cache is n
 STALE_TMP = 3600  # seconds: a temporary file this old was left by a killed writer
 MAX_FRAMES = 512  # longer videos are not cached: each draw decodes its clip afresh
 QUALITY = 95  # JPEG quality: see the module docstring
-EXT = ".jpgs"  # an entry; older formats (.npy) are other entries: evicted first, never read
+EXT = ".jpgs"  # an entry; older formats (.npy) are never read, and make room like other datasets' entries
 MAGIC = b"VIDCLFJ1"
 HEADER = struct.Struct("<8sQqIII")  # magic, video size, video mtime_ns, frames, height, width
 JPEG_SHARE = 0.25  # until this process has written entries, a frame is guessed at this share of raw uint8
@@ -85,6 +85,7 @@ class ClipCache:
         self.warning: str | None = None
         self.full = False
         self._reserved = 0  # bytes reserved for the entry being written
+        self._recounted = False  # whether this process counted the folder itself
         self._written = [0, 0]  # bytes and frames this process wrote: the guess for the next entry
 
     def usable(self) -> bool:
@@ -96,8 +97,6 @@ class ClipCache:
         except OSError as err:
             self.turn_off(err)
             return False
-        with self._locked():  # a fresh count: the last one may be off (a writer killed mid-entry)
-            self._write_used(self.size())
         return True
 
     def accepting(self) -> bool:
@@ -122,53 +121,81 @@ class ClipCache:
         try:
             with open(entry, "rb") as f:
                 frames = _read_frames(f, (st.st_size, st.st_mtime_ns), choose)
-            if frames is not None:
-                os.utime(entry)  # recently used: the last to be evicted by another dataset
-        except (OSError, struct.error):
+        except (OSError, struct.error, ValueError, OverflowError, MemoryError):
             return None  # missing, corrupt, or evicted meanwhile: the caller decodes and puts it back
+        if frames is not None:
+            with contextlib.suppress(OSError):
+                os.utime(entry)  # recently used: the last to be evicted by another dataset
         return frames
 
-    def admits(self, frames: int, size: int) -> bool:
-        """Whether a new entry of `frames` frames of size×size fits, evicting other datasets' entries
-        for it if need be; if so, its bytes are reserved. False from then on once nothing is left to evict.
+    def reserve(self, entry: Path, frames: int, size: int) -> Path | None:
+        """Room for a new entry of `frames` frames of size×size, evicting other datasets' entries for it
+        if need be: the temporary file to write it to (holding the room), or None, from then on, once
+        nothing is left to evict.
 
-        Every process writing to the folder (workers, ranks, `vidclf cache` shards) reserves from
-        one count on disk, under a lock, so that together they stay within the bound.
+        Every process writing to the folder (workers, ranks, `vidclf cache` shards) reserves from one
+        count on disk, under a lock, so that together they stay within the bound. A reservation is the
+        entry's temporary file, made as large as the entry is guessed to be: a count of the folder sees
+        entries being written elsewhere, and one whose writer was killed until it is cleared as stale.
         """
         if not self.accepting() or frames > MAX_FRAMES:
-            return False
+            return None
         written_bytes, written_frames = self._written
         per_frame = written_bytes / written_frames if written_frames else size * size * 3 * JPEG_SHARE + JPEG_HEADER
         guess = int(frames * per_frame)
-        with self._locked():
-            used = self._read_used()
-            if used is None:
-                used = self.size()
-            if used + guess > self.max_bytes:
-                used -= self._evict(used + guess - self.max_bytes * EVICT_TO)
-            if used + guess > self.max_bytes:
-                self.full = True
-            self._write_used(used + (0 if self.full else guess))
-        self._reserved = 0 if self.full else guess
-        return not self.full
+        try:
+            with self._locked():
+                used = self._read_used()
+                if used is None or (used + guess > self.max_bytes and not self._recounted):
+                    used = self.size()  # the count was missing, or may be off (a writer killed mid-entry)
+                    self._recounted = True
+                if used + guess > self.max_bytes:
+                    used -= self._evict(used + guess - self.max_bytes * EVICT_TO)
+                self.full = used + guess > self.max_bytes
+                if self.full:
+                    self._write_used(used)
+                    return None
+                entry.parent.mkdir(parents=True, exist_ok=True)
+                fd, tmp = tempfile.mkstemp(dir=entry.parent, prefix=f".{entry.name}.", suffix=".tmp")
+                os.ftruncate(fd, guess)  # sparse: it counts, and takes no blocks
+                os.close(fd)
+                self._write_used(used + guess)
+        except OSError as err:  # the folder went away or turned read-only: cache off, training on
+            self.turn_off(err)
+            return None
+        self._reserved = guess
+        return Path(tmp)
 
-    def added(self, entry: Path, frames: int) -> None:
-        """Replace the reservation for an entry a decoding process just wrote by its real size; an
-        entry larger than its reservation that breaks the bound is removed (the caller decodes a clip)."""
+    def release(self, tmp: Path) -> None:
+        """Give back the room of an entry that was not written."""
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        self._adjust(-self._reserved)
+        self._reserved = 0
+
+    def added(self, entry: Path, frames: int, replaced: int) -> None:
+        """Turn the reservation of an entry a decoding process just wrote (over `replaced` bytes of a
+        stale one) into its real size; an entry that breaks the bound is removed (the caller decodes a clip)."""
         try:
             size = entry.stat().st_size
         except OSError:
             size = 0
         self._written = [self._written[0] + size, self._written[1] + frames]
-        with self._locked():
-            used = self._read_used()
-            used = self.size() if used is None else used + size - self._reserved
-            if used > self.max_bytes:
-                entry.unlink(missing_ok=True)
-                used -= size
-                self.full = True
-            self._write_used(max(used, 0))
+        if self._adjust(size - replaced - self._reserved) > self.max_bytes:
+            with contextlib.suppress(OSError):
+                entry.unlink()
+                self._adjust(-size)
+            self.full = True
         self._reserved = 0
+
+    def _adjust(self, delta: int) -> int:
+        """Add `delta` to the count; the count after."""
+        with contextlib.suppress(OSError), self._locked():
+            used = self._read_used()
+            used = self.size() if used is None else max(used + delta, 0)
+            self._write_used(used)
+            return used
+        return 0
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
@@ -212,8 +239,8 @@ class ClipCache:
         return found
 
     def size(self) -> int:
-        """Bytes of the entries on disk now."""
-        return sum(_stat_size(e) for e in self._files() if not e.name.endswith(".tmp"))
+        """Bytes of the entries on disk now, and of those being written (their reservations)."""
+        return sum(_stat_size(e) for e in self._files())
 
     def held(self) -> int:
         """How many of `keep`'s entries are on disk."""
@@ -265,7 +292,7 @@ def _read_frames(f, source: tuple[int, int], choose: Callable[[int], Sequence[in
     if magic != MAGIC or (size, mtime) != source or not 0 < count <= MAX_FRAMES:
         return None
     offsets = np.frombuffer(f.read(8 * (count + 1)), dtype="<u8").astype(np.int64)
-    if len(offsets) != count + 1 or (np.diff(offsets) <= 0).any():
+    if len(offsets) != count + 1 or offsets[0] != 0 or (np.diff(offsets) <= 0).any() or offsets[-1] > 2**31:
         return None
     indices = list(choose(count))
     lo, hi = int(offsets[min(indices)]), int(offsets[max(indices) + 1])
@@ -286,8 +313,9 @@ def _read_frames(f, source: tuple[int, int], choose: Callable[[int], Sequence[in
     return out
 
 
-def write_entry(path: str, entry: str, *, size: int, threads: int = 1) -> int:
-    """Decode every frame of `path` at size×size and write them as a cache entry; the frame count.
+def write_entry(path: str, entry: str, tmp: str, *, frames: int, size: int, threads: int = 1) -> tuple[int, int]:
+    """Decode the `frames` frames of `path` at size×size and write them as a cache entry, through its
+    reservation `tmp`; (the frames written, the bytes of the stale entry it replaced).
 
     Runs in the decoding child (decoder.py), so that the frames never travel through a pipe: the
     caller reads the entry back, exactly as it would on a later epoch.
@@ -297,9 +325,6 @@ def write_entry(path: str, entry: str, *, size: int, threads: int = 1) -> int:
     from vidclf.data import video
 
     st = os.stat(path)
-    total = video.probe(path).frames
-    if total > MAX_FRAMES:
-        raise ValueError(f"{path}: {total} frames, more than the cache holds ({MAX_FRAMES})")
 
     def encode(frame: np.ndarray) -> bytes:
         ok, data = cv2.imencode(".jpg", video.resize(frame, size), [cv2.IMWRITE_JPEG_QUALITY, QUALITY])
@@ -307,27 +332,30 @@ def write_entry(path: str, entry: str, *, size: int, threads: int = 1) -> int:
             raise video.VideoError(path, "a frame could not be encoded for the cache")
         return data.tobytes()
 
-    got, _ = video.read_available(path, range(total), size, threads, encode)
+    got, _ = video.read_available(path, range(frames), size, threads, encode)
     if not got:
         raise video.no_frame_error(path, None)
-    frames = [got[i] for i in sorted(got)]
-    offsets = np.cumsum([0] + [len(b) for b in frames], dtype="<u8")
-    write_atomic(Path(entry), [HEADER.pack(MAGIC, st.st_size, st.st_mtime_ns, len(frames), size, size),
-                               offsets.tobytes(), *frames])
-    return len(frames)
-
-
-def write_atomic(entry: Path, chunks: Iterable[bytes]) -> None:
-    """Write to a temporary file beside `entry`, then rename: readers never see half an entry."""
-    entry.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=entry.parent, prefix=f".{entry.name}.", suffix=".tmp")
+    jpegs = [got[i] for i in sorted(got)]
+    offsets = np.cumsum([0] + [len(b) for b in jpegs], dtype="<u8")
     try:
-        with os.fdopen(fd, "wb") as f:
+        replaced = os.stat(entry).st_size
+    except OSError:
+        replaced = 0
+    write_atomic(Path(entry), Path(tmp), [HEADER.pack(MAGIC, st.st_size, st.st_mtime_ns, len(jpegs), size, size),
+                                          offsets.tobytes(), *jpegs])
+    return len(jpegs), replaced
+
+
+def write_atomic(entry: Path, tmp: Path, chunks: Iterable[bytes]) -> None:
+    """Write `tmp` (beside `entry`), then rename it: readers never see half an entry."""
+    try:
+        with open(tmp, "wb") as f:
             for chunk in chunks:
                 f.write(chunk)
+        os.chmod(tmp, 0o644)  # mkstemp's 0600 would keep a shared folder's entries from other users
         os.replace(tmp, entry)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
 
 

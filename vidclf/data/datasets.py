@@ -73,8 +73,11 @@ class ClipDataset(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.samples)
 
-    def _frames(self, path: str, rng: random.Random) -> np.ndarray:
-        """([V,] L, H, W, 3): from the cache when it holds the video (or takes it now), else one clip decoded."""
+    def _frames(self, path: str, seed: str) -> np.ndarray:
+        """([V,] L, H, W, 3): from the cache when it holds the video (or takes it now), else one clip decoded.
+
+        Every draw starts a generator from `seed`, so the clip drawn does not depend on which way it is read.
+        """
         from vidclf.data import video, views
 
         pre, decode = self.pre, self.decoder.call
@@ -84,33 +87,42 @@ class ClipDataset(torch.utils.data.Dataset):
                                     stride=pre.frame_stride, clips=clips, crops=crops, threads=self.threads)
             return frames[:, :length]  # (V, L, H, W, 3)
         sampling = "random" if self.train else pre.sampling
+        rng = (lambda: random.Random(seed)) if self.train else (lambda: None)
         if self.cache is not None:
-            settings = settings_key(pre.size, pre.interpolation)
-
-            def choose(total: int) -> list[int]:
-                return sample_indices(total, pre.num_frames, sampling=sampling, stride=pre.frame_stride, rng=rng)
-
-            frames = self.cache.read(path, settings, choose)
-            if frames is None and self._admit(path):
-                entry = self.cache.entry(path, settings)
-                try:
-                    self.cache.added(entry, decode(write_entry, path, str(entry), size=pre.size, threads=self.threads))
-                except OSError as err:  # writing the entry failed (a full disk, say): cache off, training on
-                    self.cache.turn_off(err)
-                frames = self.cache.read(path, settings, choose)  # what a later epoch reads: cold = warm
+            frames = self._cached(path, lambda total: sample_indices(total, pre.num_frames, sampling=sampling,
+                                                                     stride=pre.frame_stride, rng=rng()))
             if frames is not None:
                 return frames
         frames, length = decode(video.load_clip, path, num_frames=pre.num_frames, size=pre.size, sampling=sampling,
-                                stride=pre.frame_stride, rng=rng if self.train else None, threads=self.threads)
+                                stride=pre.frame_stride, rng=rng(), threads=self.threads)
         return frames[:length]
 
-    def _admit(self, path: str) -> bool:
-        """Whether the cache takes this video now: decoded whole and written once, instead of one clip."""
+    def _cached(self, path: str, choose) -> np.ndarray | None:
+        """The clip `choose(frame count)` picks from the video's cache entry, written now if the cache
+        takes the video; None if it does not (the caller decodes one clip)."""
         from vidclf.data import video
 
-        if not self.cache.accepting():
-            return False
-        return self.cache.admits(self.decoder.call(video.probe, path).frames, self.pre.size)
+        settings = settings_key(self.pre.size, self.pre.interpolation)
+        frames = self.cache.read(path, settings, choose)
+        if frames is not None or not self.cache.accepting():
+            return frames
+        entry = self.cache.entry(path, settings)
+        total = self.decoder.call(video.probe, path).frames
+        tmp = self.cache.reserve(entry, total, self.pre.size)
+        if tmp is None:
+            return None
+        try:
+            written = self.decoder.call(write_entry, path, str(entry), str(tmp), frames=total, size=self.pre.size,
+                                        threads=self.threads)
+        except OSError as err:  # writing the entry failed (a full disk, say): cache off, training on
+            self.cache.release(tmp)
+            self.cache.turn_off(err)
+            return None
+        except BaseException:  # the video failed: its room goes back
+            self.cache.release(tmp)
+            raise
+        self.cache.added(entry, *written)
+        return self.cache.read(path, settings, choose)  # what a later epoch reads: cold = warm
 
     def _clip(self, index: int, epoch: int) -> Clip | Failure:
         from vidclf.data.video import VideoError
@@ -119,7 +131,7 @@ class ClipDataset(torch.utils.data.Dataset):
             return self.known_bad[index]
         path, label = self.samples[index]
         try:
-            frames = self._frames(path, random.Random(f"{self.seed}|{epoch}|{index}"))
+            frames = self._frames(path, f"{self.seed}|{epoch}|{index}")
         except (VideoError, OSError) as err:  # OSError: gone since the scan, or its mount died (the cache stats it)
             reason = str(err) if isinstance(err, VideoError) else f"{path}: cannot be read ({err.strerror or err})"
             self.known_bad[index] = Failure(path, reason, index)

@@ -115,7 +115,7 @@ def read_ahead(items: Iterator[Any], depth: int) -> Iterator[Any]:
             yield value
     finally:
         stop.set()
-        thread.join()
+        thread.join(timeout=1.0)  # a thread inside a stalled read ends at the watchdog's timeout, on its own
 
 
 class _Child:

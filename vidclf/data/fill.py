@@ -34,6 +34,7 @@ class FillReport:
     max_bytes: int
     seconds: float
     failed: list[dict] = field(default_factory=list)  # {"path", "error"}
+    warnings: list[str] = field(default_factory=list)  # e.g. the cache turned off: a full disk
 
     @property
     def not_cached(self) -> int:
@@ -59,20 +60,23 @@ def fill(data: str | Path, *, folder: str | Path, max_bytes: int, size: int, wor
     before = sum(e.exists() for e in entries)
     dataset = ClipDataset([Sample(p, 0) for p in mine], pre, cache=cache, decoder=Decoder(decode_timeout))
     loader = clip_loader(dataset, batch_size=8, workers=workers, device=torch.device("cpu"), pad_to=1)
-    start, done, failed = time.perf_counter(), 0, []
+    start, done, failed, warnings = time.perf_counter(), 0, [], []
     for batch in loader:
         failed += [{"path": f.path, "error": f.reason} for f in batch.failures]
         done += len(batch.lengths) + len(batch.failures)
         progress(done, len(mine))
+        warnings += [w for w in batch.warnings if w not in warnings]
+        if warnings:  # the cache turned itself off (a full disk, say): the rest would only be decoded
+            break
     sizes = [e.stat().st_size for e in entries if e.exists()]
     return FillReport(str(folder), len(mine), len(sizes) - before, len(sizes), sum(sizes), cache.size(), max_bytes,
-                      time.perf_counter() - start, failed)
+                      time.perf_counter() - start, failed, warnings)
 
 
 def coverage(data: str | Path, *, folder: str | Path, size: int) -> tuple[int, int]:
     """(videos of `data` with an entry at this size, videos of `data`): what --info says of a dataset."""
     splits = scan(data)
     paths = sorted({s.path for s in splits.train + splits.val + splits.test})
-    cache = ClipCache(folder, 0)
     settings = settings_key(size, Preprocess.interpolation)
-    return sum(cache.entry(p, settings).exists() for p in paths), len(paths)
+    names = [ClipCache.name(p, settings) for p in paths]
+    return sum((Path(folder) / name[:2] / name).exists() for name in names), len(paths)
