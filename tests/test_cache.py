@@ -181,3 +181,13 @@ def test_a_video_that_fails_while_its_entry_is_written_gives_its_reservation_bac
     failure = ds[(1, 0)]
     assert "crashed" in failure.failures[0].reason
     assert int((tmp_path / "c" / ".used").read_text()) == used == ds.cache.size()
+
+
+def test_train_with_a_cache_smaller_than_the_set_stays_within_it_and_says_so(synth_data, tmp_path):
+    from tests.test_cli import invoke
+
+    result = invoke("train", "--data", synth_data, "--epochs", "2", "--frames", "8", "--size", "32", "--batch-size",
+                    "4", "--workers", "0", "--cache", tmp_path / "c", "--cache-size", "40kB", "--out", tmp_path / "m")
+    assert result.exit_code == 0, result.output
+    assert ClipCache(tmp_path / "c", 0).size() <= 40_000
+    assert "of this run's 18 videos; the others are decoded a clip at a time" in result.stderr

@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 from rich.console import Console
 
@@ -36,15 +37,20 @@ def _cfg(data, out, **kw) -> TrainConfig:
     return TrainConfig(**{**base, **kw})
 
 
-def test_resume_after_interruption_matches_an_uninterrupted_run(synth_data, tmp_path):
-    whole = fit(_cfg(synth_data, tmp_path / "a"), console=quiet, show_progress=False)
+@pytest.mark.parametrize("cached", [False, True])
+def test_resume_after_interruption_matches_an_uninterrupted_run(synth_data, tmp_path, cached):
+    """With the decode cache, the interrupted run's first epoch filled it and the resumed one reads it:
+    the same pixels as the uninterrupted run, whose epochs were cold and then warm."""
+    def cfg(name: str) -> TrainConfig:
+        return _cfg(synth_data, tmp_path / name, cache=str(tmp_path / name / "cache") if cached else None)
+
+    whole = fit(cfg("a"), console=quiet, show_progress=False)
     # 15 training clips, batches of 4: 4 steps an epoch; the 7th look falls on step 1 of epoch 2.
-    cut = fit(_cfg(synth_data, tmp_path / "b"), console=quiet, show_progress=False, stop=StopAfterReads(6))
+    cut = fit(cfg("b"), console=quiet, show_progress=False, stop=StopAfterReads(6))
     assert cut.interrupted
     saved = torch.load(cut.run_dir / "last.pt", weights_only=True)
     assert (saved["epoch"], saved["step"]) == (1, 1)
-    resumed = fit(_cfg(synth_data, tmp_path / "b"), console=quiet, show_progress=False,
-                  resume=cut.run_dir / "last.pt")
+    resumed = fit(cfg("b"), console=quiet, show_progress=False, resume=cut.run_dir / "last.pt")
     assert not resumed.interrupted and resumed.run_dir == cut.run_dir
     a = torch.load(whole.run_dir / "last.pt", weights_only=True)
     b = torch.load(resumed.run_dir / "last.pt", weights_only=True)
