@@ -25,7 +25,7 @@ from vidclf.data.datasets import ClipDataset, collate, default_workers
 from vidclf.data.files import Sample
 from vidclf.device import resolve_device
 from vidclf.models import build_model
-from vidclf.predict import predict_files, predict_windows
+from vidclf.predict import choose_workers, predict, predict_windows
 from vidclf.preprocess import Preprocess, in_channels
 from vidclf.synth import write_dataset
 
@@ -71,7 +71,7 @@ def main() -> None:
         model_rate = (len(paths) // 16) * 16 / (time.perf_counter() - start)
 
         start = time.perf_counter()
-        n = sum(1 for _ in predict_files(paths, clf, device=device, workers=workers))
+        n = sum(1 for _ in predict(paths, clf, device=device, workers=args.workers))  # vidclf's choice of workers
         both = n / (time.perf_counter() - start)
 
         long_path = Path(tmp) / "long"
@@ -83,7 +83,8 @@ def main() -> None:
         long_s = time.perf_counter() - start
 
     table = Table(title=f"{device}, {args.arch}, {len(paths)} files of 48 frames at {args.source_size}², "
-                        f"16 frames → 64², {workers} workers")
+                        f"16 frames → 64², {workers} decoding workers alone, "
+                        f"{choose_workers(len(paths), args.workers)} beside the model")
     for col in ("what", "clips/s", "ratio"):
         table.add_column(col)
     slower = min(decode, model_rate)
