@@ -47,6 +47,8 @@ Clips = Annotated[int, typer.Option(min=1, help="Score each video by N clips spr
                                                  "their probabilities averaged; 1: the centre clip.", rich_help_panel="Views")]
 Crops = Annotated[int, typer.Option(min=1, max=3, help="1: the whole frame, as in training; 3: three crops along the longer "
                                                        "side of each clip.", rich_help_panel="Views")]
+ReportOption = Annotated[ReportFormat, typer.Option("--format", "-f", help="table for people, json for scripts.")]
+CacheDir = Annotated[Optional[str], typer.Option("--cache", help="Decode cache folder. [default: ~/.cache/vidclf/clips]")]
 Checkpoint = Annotated[Optional[Path], typer.Option("--model", help="Checkpoint. [default: the newest best.pt under models/]")]
 
 

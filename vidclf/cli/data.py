@@ -7,7 +7,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from vidclf.cli.common import DecodeTimeout, Quiet, ReportFormat, Verbose, Workers, app, errors, progress
+from vidclf.cli.common import (CacheDir, DecodeTimeout, Quiet, ReportFormat, ReportOption, Verbose, Workers, app, errors,
+                               progress)
 
 
 @app.command()
@@ -36,7 +37,7 @@ def synth(
 @app.command()
 def check(
     paths: Annotated[Optional[list[Path]], typer.Argument(help="Dataset folders or video files. [default: data]")] = None,
-    format: Annotated[ReportFormat, typer.Option("--format", "-f", help="table for people, json for scripts.")] = ReportFormat.table,
+    format: ReportOption = ReportFormat.table,
     deep: Annotated[bool, typer.Option(help="Decode every frame: also find files that end early or whose header lies.")] = False,
     workers: Workers = None,
     decode_timeout: DecodeTimeout = 60.0,
@@ -85,13 +86,13 @@ def cache_command(
     data: Annotated[str, typer.Argument(help="Dataset folder (class folders or train/val/test) or a CSV manifest.")] = "data",
     size: Annotated[int, typer.Option(help="Frames are cached at SIZE×SIZE: train's --size. Entries hold every frame, "
                                            "so --frames and --frame-stride do not change them.")] = 64,
-    cache: Annotated[Optional[str], typer.Option(help="Decode cache folder. [default: ~/.cache/vidclf/clips]")] = None,
+    cache: CacheDir = None,
     cache_size: Annotated[str, typer.Option(help="Bound on the cache's disk use, as train's --cache-size.")] = "20GB",
     shard: Annotated[Optional[str], typer.Option(help="I/N: only every N-th video from the I-th, for array jobs "
                                                       "filling one shared folder.")] = None,
     info: Annotated[bool, typer.Option("--info", help="Say what the cache holds (and how much of DATA) and exit.")] = False,
     clear: Annotated[bool, typer.Option("--clear", help="Remove every entry of the cache folder and exit.")] = False,
-    format: Annotated[ReportFormat, typer.Option("--format", "-f", help="table for people, json for scripts.")] = ReportFormat.table,
+    format: ReportOption = ReportFormat.table,
     workers: Workers = None,
     decode_timeout: DecodeTimeout = 60.0,
     quiet: Quiet = False,

@@ -10,8 +10,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from vidclf.cli.common import (Checkpoint, Clips, Crops, DecodeTimeout, Device, Precision, Quiet, ReportFormat, Verbose,
-                               Workers, app, errors, load_classifier, progress)
+from vidclf.cli.common import (Checkpoint, Clips, Crops, DecodeTimeout, Device, Precision, Quiet, ReportFormat, ReportOption,
+                               Verbose, Workers, app, errors, load_classifier, progress)
 
 
 @app.command()
@@ -23,7 +23,7 @@ def evaluate(
     top_k: Annotated[int, typer.Option(help="k of the top-k accuracy.")] = 5,
     clips: Clips = 3,
     crops: Crops = 1,
-    format: Annotated[ReportFormat, typer.Option("--format", "-f")] = ReportFormat.table,
+    format: ReportOption = ReportFormat.table,
     plot: Annotated[Optional[Path], typer.Option(help="Save the confusion matrix as an image (PNG, SVG or PDF).")] = None,
     batch_size: Annotated[int, typer.Option(help="Clips per batch.")] = 16,
     workers: Workers = None,

@@ -6,7 +6,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from vidclf.cli.common import ReportFormat, Verbose, app, errors
+from vidclf.cli.common import ReportFormat, ReportOption, Verbose, app, errors
 
 # Architecture options: None means "the architecture's default" and is not passed on.
 Backbone = Annotated[Optional[str], typer.Option(help="cnn-lstm: small, resnet18 or mobilenet_v3_small.", rich_help_panel="Model")]
@@ -56,7 +56,7 @@ def model_options(backbone, pretrained, freeze_backbone, rnn, hidden_size, layer
 
 @app.command("models")
 def list_models(
-    format: Annotated[ReportFormat, typer.Option("--format", "-f")] = ReportFormat.table,
+    format: ReportOption = ReportFormat.table,
     verbose: Verbose = False,
 ) -> None:
     """List the architectures with their options and defaults."""

@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from vidclf.cli.common import DecodeTimeout, Device, Precision, Quiet, Verbose, Workers, app, errors
+from vidclf.cli.common import CacheDir, DecodeTimeout, Device, Precision, Quiet, Verbose, Workers, app, errors
 from vidclf.cli.models import (Backbone, Bidirectional, Dropout, FreezeBackbone, HiddenChannels, HiddenSize,
                                KernelSizes, Layers, Pretrained, Rnn, model_options)
 
@@ -44,7 +44,7 @@ def train(
     workers: Workers = None,
     device: Device = "auto",
     precision: Precision = "auto",
-    cache: Annotated[Optional[str], typer.Option(help="Decode cache folder. [default: ~/.cache/vidclf/clips]")] = None,
+    cache: CacheDir = None,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Decode every clip every epoch.")] = False,
     cache_size: Annotated[str, typer.Option(help="Bound on the cache's disk use (500MB, 20GB): other datasets' entries make room first; "
                                                  "videos of this run that do not fit are decoded a clip at a time.")] = "20GB",
