@@ -10,14 +10,16 @@ A draw reads and decodes only its own frames.
 The bound is never a reason to decode more than `--no-cache` would. The entries of the dataset being
 served (`keep`) and every entry used since this cache was opened are the run's working set: it never
 evicts them to make room for each other, because under random order that only trades one miss for
-another. Entries of other datasets (or of older formats) go, least recently used first. When the bound is reached with none of those left,
-the cache stops taking entries, and a video it does not hold is decoded as one clip, as without a
-cache. So the share of the set that fits is served from disk and the rest costs what it always did.
+another. Entries of other datasets (or of older formats) go, least recently used first. When the
+bound is reached with none of those left, the cache stops taking entries, and a video it does not
+hold is decoded as one clip, as without a cache. So the share of the set that fits is served from
+disk and the rest costs what it always did.
 
 Shared safely: entries are written to a temporary file and renamed, so ranks, workers and `vidclf
-cache` processes on a shared folder never read half an entry. An entry records its video's size
-and modification time; one whose video changed is decoded again. A full disk or an unwritable
-folder turns the cache off for the process that met it, with one warning, and training goes on.
+cache` processes on a shared folder never read half an entry, and all of them reserve room from one
+count under a lock (`reserve`). An entry records its video's size and modification time; one whose
+video changed is decoded again. A full disk or an unwritable folder turns the cache off for the
+process that met it, with one warning, and training goes on.
 """
 
 from __future__ import annotations
