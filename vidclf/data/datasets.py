@@ -6,9 +6,11 @@ Finding the videos is `files.py`'s job, decoding them `video.py`'s.
 
 from __future__ import annotations
 
+import atexit
 import functools
 import os
 import random
+import weakref
 from typing import NamedTuple, Sequence
 
 import numpy as np
@@ -166,7 +168,10 @@ def default_workers() -> int:
 def worker_init(_: int) -> None:
     import cv2
 
+    from vidclf.data.decoder import ignore_stop_signals
+
     cv2.setNumThreads(1)  # one decoder thread per worker: the workers are the parallelism
+    ignore_stop_signals()
 
 
 def clip_loader(dataset: ClipDataset, *, batch_size: int, workers: int, device: torch.device, pad_to: int,
@@ -179,7 +184,7 @@ def clip_loader(dataset: ClipDataset, *, batch_size: int, workers: int, device: 
     """
     import sys
 
-    return torch.utils.data.DataLoader(
+    loader = torch.utils.data.DataLoader(
         dataset, batch_size=batch_size, sampler=sampler, num_workers=workers,
         collate_fn=functools.partial(collate, pad_to=pad_to),  # fixed T: the model sees one shape
         pin_memory=device.type == "cuda",
@@ -188,6 +193,21 @@ def clip_loader(dataset: ClipDataset, *, batch_size: int, workers: int, device: 
         worker_init_fn=worker_init if workers > 0 else None,
         multiprocessing_context="forkserver" if workers > 0 and "cv2" in sys.modules else None,
     )
+    _LOADERS.add(loader)
+    return loader
+
+
+# Workers ignore SIGTERM (worker_init), so they must be told to stop: multiprocessing's own exit
+# hook would SIGTERM them and then wait forever. This hook, registered after it, runs before it.
+_LOADERS: "weakref.WeakSet[torch.utils.data.DataLoader]" = weakref.WeakSet()
+
+
+@atexit.register
+def _stop_workers() -> None:
+    for loader in list(_LOADERS):
+        running = getattr(loader, "_iterator", None)  # persistent workers live in the loader's iterator
+        if running is not None and hasattr(running, "_shutdown_workers"):
+            running._shutdown_workers()
 
 
 def collate(items: list[Clip | Failure], *, pad_to: int | None = None) -> Batch:

@@ -242,6 +242,17 @@ def _die_with_parent() -> None:
         pass
 
 
+def ignore_stop_signals() -> None:
+    """For helper processes (DataLoader workers, decoding children): Ctrl-C and a scheduler's SIGTERM
+    reach every process of the job, and only the main process may act on them. It finishes its step,
+    saves, and shuts its helpers down; one that died first would fail the step it was serving."""
+    import signal
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_IGN)
+
+
 if __name__ == "__main__":
     _die_with_parent()
+    ignore_stop_signals()
     _serve(Connection(int(sys.argv[1]), writable=False), Connection(int(sys.argv[2]), readable=False))
