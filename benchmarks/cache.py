@@ -44,7 +44,7 @@ from typing import Callable
 import numpy as np
 
 from vidclf.data import sampling, video  # video quiets OpenCV's logs before cv2 is used here
-from vidclf.data.cache import MAX_FRAMES as MAX_CACHED_FRAMES
+from vidclf.data.entry import MAX_FRAMES as MAX_CACHED_FRAMES
 from vidclf.data.files import VIDEO_EXTENSIONS
 import cv2  # noqa: E402  (after vidclf.data.video)
 

@@ -8,7 +8,7 @@ import random
 import numpy as np
 import pytest
 
-from vidclf.data import cache as cache_mod
+from vidclf.data import entry as entry_mod
 from vidclf.data import datasets, video
 from vidclf.data.cache import ClipCache, parse_size, settings_key
 from vidclf.data.datasets import ClipDataset
@@ -121,7 +121,7 @@ def test_a_full_disk_turns_the_cache_off_with_one_warning_and_clips_are_still_se
     def disk_full(*args, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(cache_mod, "write_atomic", disk_full)
+    monkeypatch.setattr(entry_mod, "write_atomic", disk_full)
     ds = _dataset(_videos(synth_data, 2), tmp_path / "c", train=False)
     first, second = ds[0], ds[1]
     assert first.frames.shape == (4, 16, 16, 3) and second.frames.shape == (4, 16, 16, 3)

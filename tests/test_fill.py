@@ -65,12 +65,12 @@ def test_an_unreadable_video_is_listed_and_the_rest_cached(synth_data, tmp_path)
 def test_a_full_disk_ends_the_fill_with_the_reason_and_exit_1(synth_data, tmp_path, monkeypatch):
     import errno
 
-    from vidclf.data import cache
+    from vidclf.data import entry
 
     def disk_full(*args, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(cache, "write_atomic", disk_full)
+    monkeypatch.setattr(entry, "write_atomic", disk_full)
     result = invoke("cache", synth_data, "--size", "16", "--cache", tmp_path / "c", "--workers", "0",
                     "--decode-timeout", "0")
     assert result.exit_code == 1 and "No space left on device" in result.stderr

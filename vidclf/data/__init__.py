@@ -4,6 +4,6 @@
 - `sampling.py`  which frames a clip takes (index arithmetic only); `views.py` multi-view clips
 - `video.py`     decoding with OpenCV (the only module that opens a video); `diagnose.py` why one will not open
 - `decoder.py`   the watchdog: decoding in a child process, abandoned when a video stalls
-- `cache.py`     the bounded decode cache (JPEG frames on disk); `fill.py` fills it ahead of training
+- `cache.py`     the bounded decode cache (what is kept); `entry.py` one entry's file (JPEG frames); `fill.py` fills it
 - `datasets.py`  serving clips to a DataLoader: the cache, bad videos replaced, batches, the epoch's order
 """

@@ -5,7 +5,7 @@ of raw uint8's bytes or less, so a UCF101-size set at 112² fits the default bou
 decodes in about a millisecond. It moves pixels by a few levels; models trained on cached frames
 and on frames decoded from the videos reach the same accuracy (RESULTS.md), and `predict`, which
 decodes the video, agrees with them. One file per video: a header, the frames' offsets, the frames.
-A draw reads and decodes only its own frames.
+A draw reads and decodes only its own frames (the file format: entry.py).
 
 The bound is never a reason to decode more than `--no-cache` would. The entries of the dataset being
 served (`keep`) and every entry used since this cache was opened are the run's working set: it never
@@ -37,16 +37,14 @@ from typing import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
+from vidclf.data.entry import MAX_FRAMES, QUALITY, read_entry
+
 DEFAULT_SIZE = "20GB"
 UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
          "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40}
 EVICT_TO = 0.9  # evict down to this fraction of the bound, so a full cache is not scanned on every write
 STALE_TMP = 3600  # seconds: a temporary file this old was left by a killed writer
-MAX_FRAMES = 512  # longer videos are not cached: each draw decodes its clip afresh
-QUALITY = 95  # JPEG quality: see the module docstring
 EXT = ".jpgs"  # an entry; older formats (.npy) are never read, and make room like other datasets' entries
-MAGIC = b"VIDCLFJ1"
-HEADER = struct.Struct("<8sQqIII")  # magic, video size, video mtime_ns, frames, height, width
 JPEG_SHARE = 0.25  # until this process has written entries, a frame is guessed at this share of raw uint8
 JPEG_HEADER = 1000  # plus this many bytes (JPEG's own headers dominate tiny frames)
 ENTRY_NAME = re.compile(r"[0-9a-f]{40}(\.jpgs|\.npy|\..*\.tmp)")
@@ -122,7 +120,7 @@ class ClipCache:
         entry = self.entry(path, settings)
         try:
             with open(entry, "rb") as f:
-                frames = _read_frames(f, (st.st_size, st.st_mtime_ns), choose)
+                frames = read_entry(f, (st.st_size, st.st_mtime_ns), choose)
         except (OSError, struct.error, ValueError, OverflowError, MemoryError):
             return None  # missing, corrupt, or evicted meanwhile: the caller decodes and puts it back
         if frames is not None:
@@ -284,81 +282,6 @@ class ClipCache:
             Path(path).unlink(missing_ok=True)
             removed += size
         return removed
-
-
-def _read_frames(f, source: tuple[int, int], choose: Callable[[int], Sequence[int]]) -> np.ndarray | None:
-    import cv2
-
-    head = f.read(HEADER.size)
-    magic, size, mtime, count, height, width = HEADER.unpack(head)
-    if magic != MAGIC or (size, mtime) != source or not 0 < count <= MAX_FRAMES:
-        return None
-    offsets = np.frombuffer(f.read(8 * (count + 1)), dtype="<u8").astype(np.int64)
-    if len(offsets) != count + 1 or offsets[0] != 0 or (np.diff(offsets) <= 0).any() or offsets[-1] > 2**31:
-        return None
-    indices = list(choose(count))
-    lo, hi = int(offsets[min(indices)]), int(offsets[max(indices) + 1])
-    f.seek(HEADER.size + 8 * (count + 1) + lo)
-    data = np.frombuffer(f.read(hi - lo), dtype=np.uint8)  # only the span the clip needs
-    if len(data) != hi - lo:
-        return None  # cut short
-    out = np.empty((len(indices), height, width, 3), np.uint8)
-    rgb = getattr(cv2, "IMREAD_COLOR_RGB", None)  # OpenCV ≥ 4.11 decodes straight to RGB
-    for row, i in enumerate(indices):
-        try:
-            frame = cv2.imdecode(data[offsets[i] - lo : offsets[i + 1] - lo], rgb or cv2.IMREAD_COLOR)
-        except cv2.error:
-            return None
-        if frame is None or frame.shape != (height, width, 3):
-            return None
-        out[row] = frame if rgb else cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
-    return out
-
-
-def write_entry(path: str, entry: str, tmp: str, *, frames: int, size: int, threads: int = 1) -> tuple[int, int]:
-    """Decode the `frames` frames of `path` at size×size and write them as a cache entry, through its
-    reservation `tmp`; (the frames written, the bytes of the stale entry it replaced).
-
-    Runs in the decoding child (decoder.py), so that the frames never travel through a pipe: the
-    caller reads the entry back, exactly as it would on a later epoch.
-    """
-    import cv2
-
-    from vidclf.data import video
-
-    st = os.stat(path)
-
-    def encode(frame: np.ndarray) -> bytes:
-        ok, data = cv2.imencode(".jpg", video.resize(frame, size), [cv2.IMWRITE_JPEG_QUALITY, QUALITY])
-        if not ok:
-            raise video.VideoError(path, "a frame could not be encoded for the cache")
-        return data.tobytes()
-
-    got, _ = video.read_available(path, range(frames), size, threads, encode)
-    if not got:
-        raise video.no_frame_error(path, None)
-    jpegs = [got[i] for i in sorted(got)]
-    offsets = np.cumsum([0] + [len(b) for b in jpegs], dtype="<u8")
-    try:
-        replaced = os.stat(entry).st_size
-    except OSError:
-        replaced = 0
-    write_atomic(Path(entry), Path(tmp), [HEADER.pack(MAGIC, st.st_size, st.st_mtime_ns, len(jpegs), size, size),
-                                          offsets.tobytes(), *jpegs])
-    return len(jpegs), replaced
-
-
-def write_atomic(entry: Path, tmp: Path, chunks: Iterable[bytes]) -> None:
-    """Write `tmp` (beside `entry`), then rename it: readers never see half an entry."""
-    try:
-        with open(tmp, "wb") as f:
-            for chunk in chunks:
-                f.write(chunk)
-        os.chmod(tmp, 0o644)  # mkstemp's 0600 would keep a shared folder's entries from other users
-        os.replace(tmp, entry)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def _stat_size(entry: os.DirEntry) -> int:

@@ -16,7 +16,8 @@ from typing import NamedTuple, Sequence
 import numpy as np
 import torch
 
-from vidclf.data.cache import ClipCache, settings_key, write_entry
+from vidclf.data.cache import ClipCache, settings_key
+from vidclf.data.entry import write_entry
 from vidclf.data.decoder import Decoder
 from vidclf.preprocess import Preprocess
 from vidclf.data.files import Sample
