@@ -11,9 +11,23 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable, Sequence
 
-from vidclf.data.files import find_videos
+from vidclf.data.files import find_videos, scan
 from vidclf.data.decoder import Decoder
+from vidclf.data.splits import check_splits
 from vidclf.errors import DatasetError
+
+
+def check_datasets(paths: Sequence[str | Path]) -> list[dict]:
+    """Split findings ({level, message}) of each path that is a dataset root, as train would see it with
+    its default --val-split and seed; a folder of unlabelled videos or a single file has none."""
+    findings = []
+    for path in paths:
+        try:
+            splits = scan(path)
+        except DatasetError:
+            continue
+        findings += [finding._asdict() for finding in check_splits(splits, path)]
+    return findings
 
 
 def check_videos(paths: Sequence[str | Path], *, workers: int = 1, deep: bool = False,

@@ -44,26 +44,31 @@ def check(
     quiet: Quiet = False,
     verbose: Verbose = False,
 ) -> None:
-    """Scan videos: clips, duration and sizes per class, unreadable and (--deep) suspect files; exit 1 if any."""
+    """Scan videos: clips, duration and sizes per class, unreadable and (--deep) suspect files, and a dataset's
+    split problems (a class with no training clip; no validation clip, imbalance as warnings); exit 1 if any
+    file fails or a class cannot train."""
     with errors(verbose):
         import json
 
-        from vidclf.check import check_videos
+        from vidclf.check import check_datasets, check_videos
         from vidclf.data.datasets import default_workers
 
+        paths = paths or [Path("data")]
         with progress(quiet) as bar:
             task = bar.add_task("checking", total=None)
-            report = check_videos(paths or [Path("data")], workers=workers or default_workers() or 1, deep=deep,
+            report = check_videos(paths, workers=workers or default_workers() or 1, deep=deep,
                                   decode_timeout=decode_timeout or None, progress=lambda _: bar.advance(task))
+        report["splits"] = check_datasets(paths)
         if format is ReportFormat.json:
             print(json.dumps(report, ensure_ascii=False, indent=2))
         else:
             _print_check(report)
-        if report["failed"] or report["suspect"]:
+        if report["failed"] or report["suspect"] or any(f["level"] == "error" for f in report["splits"]):
             raise typer.Exit(1)
 
 
 def _print_check(report: dict) -> None:
+    from rich.markup import escape
     from rich.table import Table
 
     from vidclf.output import stderr, stdout
@@ -79,6 +84,9 @@ def _print_check(report: dict) -> None:
         stderr.print(f"[red]unreadable[/] {failure['error']}", highlight=False)
     for suspect in report["suspect"]:
         stderr.print(f"[yellow]suspect[/] {suspect['problem']}", highlight=False)
+    for finding in report["splits"]:
+        stderr.print(f"[{'red' if finding['level'] == 'error' else 'yellow'}]{finding['level']}[/] "
+                     f"{escape(finding['message'])}", highlight=False)
 
 
 @app.command("cache")

@@ -37,11 +37,15 @@ def evaluate(
     with errors(verbose):
         import json
 
+        from rich.markup import escape
+
         from vidclf import checkpoint, distributed
         from vidclf.data.datasets import default_workers
         from vidclf.data.decoder import Decoder
+        from vidclf.data.splits import missing_from_split
         from vidclf.device import autocast_dtype, resolve_device
         from vidclf.evaluate import evaluate_samples, split_samples
+        from vidclf.output import stderr
 
         rank = distributed.setup(resolve_device(device).type)
         try:
@@ -50,6 +54,9 @@ def evaluate(
             source = str(manifest) if manifest else data or trained.get("data", "data")
             samples = split_samples(source, split, clf.classes, val_split=trained.get("val_split", 0.2),
                                     seed=trained.get("seed", 0))
+            missing = missing_from_split(samples, clf.classes, source=source, split=split)
+            if missing and not quiet and rank.is_main:
+                stderr.print(f"[yellow]warning[/] {escape(missing.message)}", highlight=False)
             with progress(quiet or not rank.is_main) as bar:
                 task = bar.add_task(f"evaluating {split}", total=-(-len(samples) // rank.world))
                 report = evaluate_samples(

@@ -27,6 +27,7 @@ class Splits:
     train: list[Sample] = field(default_factory=list)
     val: list[Sample] = field(default_factory=list)
     test: list[Sample] = field(default_factory=list)
+    layout: str = "classes"  # classes (ROOT/<class>), splits (ROOT/train|val|test/<class>) or manifest (a CSV)
 
 
 def is_video(path: Path) -> bool:
@@ -56,7 +57,8 @@ def _class_folder_samples(root: Path, classes: list[str]) -> list[Sample]:
 
 
 def stratified_split(samples: list[Sample], fraction: float, seed: int) -> tuple[list[Sample], list[Sample]]:
-    """Hold out `fraction` of every class (at least one clip of classes with two or more), seeded."""
+    """Hold out `fraction` of every class (at least one clip of classes with two or more, never the
+    last one: a class with no training clip is one the model cannot learn), seeded."""
     if not 0 <= fraction < 1:
         raise DatasetError(f"--val-split should be in [0, 1), got {fraction}")
     rng = random.Random(seed)
@@ -67,6 +69,7 @@ def stratified_split(samples: list[Sample], fraction: float, seed: int) -> tuple
         n_val = round(len(group) * fraction)
         if fraction > 0 and n_val == 0 and len(group) >= 2:
             n_val = 1
+        n_val = min(n_val, len(group) - 1)
         val += group[:n_val]
         train += group[n_val:]
     return sorted(train), sorted(val)
@@ -98,7 +101,7 @@ def scan(root: str | Path, *, val_split: float = 0.2, seed: int = 0) -> Splits:
     if root.is_file() and root.suffix.lower() == ".csv":
         rows, has_split = _read_manifest(root)
         classes = sorted({label for _, label, _ in rows})
-        splits = Splits(classes)
+        splits = Splits(classes, layout="manifest")
         if has_split:
             for video, label, split in rows:
                 if split not in SPLIT_NAMES:
@@ -113,7 +116,7 @@ def scan(root: str | Path, *, val_split: float = 0.2, seed: int = 0) -> Splits:
     if (root / "train").is_dir():
         present = [s for s in SPLIT_NAMES if (root / s).is_dir()]
         classes = sorted({c for s in present for c in find_classes(root / s)})
-        splits = Splits(classes, **{s: _class_folder_samples(root / s, classes) for s in present})
+        splits = Splits(classes, **{s: _class_folder_samples(root / s, classes) for s in present}, layout="splits")
         if "val" not in present:
             splits.train, splits.val = stratified_split(splits.train, val_split, seed)
     else:
