@@ -18,6 +18,7 @@ from vidclf import distributed
 from vidclf.data.cache import DEFAULT_SIZE, ClipCache, default_cache_dir, parse_size, settings_key
 from vidclf.data.datasets import ClipDataset, EpochSampler, clip_loader, default_workers
 from vidclf.data.files import Splits, scan
+from vidclf.data.splits import check_splits, raise_or_warn
 from vidclf.data.decoder import DEFAULT_TIMEOUT, Decoder
 from vidclf.device import autocast_dtype
 from vidclf.errors import DatasetError
@@ -102,6 +103,7 @@ def build_run(cfg: TrainConfig, *, device: torch.device, rank: distributed.Rank,
     if not splits.train:
         raise DatasetError(f"{cfg.data}: no training videos found")
     pre = Preprocess(num_frames=cfg.num_frames, size=cfg.size, frame_stride=cfg.frame_stride, input=cfg.input)
+    raise_or_warn(check_splits(splits, cfg.data), lambda message: say(f"[yellow]warning[/] {escape(message)}"))
     cache = _cache(cfg, splits, pre, say)
     train_set, sampler, train_loader, val_loader = _data(cfg, splits, pre, cache, device, rank)
     torch.manual_seed(cfg.seed)  # the same initial weights on every rank and every run
