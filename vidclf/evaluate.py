@@ -94,35 +94,54 @@ def split_samples(source: str, split: str, classes: list[str], *, val_split: flo
     return [Sample(p, classes.index(splits.classes[label])) for p, label in chosen]
 
 
+def evaluation_loader(clf: Classifier, samples: list[Sample], *, device: torch.device, batch_size: int = 16,
+                      workers: int = 0, decoder: Decoder | None = None, views: tuple[int, int] = (1, 1),
+                      sampler=None) -> torch.utils.data.DataLoader:
+    """Batches of `samples`' views, decoded as evaluation feeds them to the model: the one place that
+    says so, so that what a report shows of a video is what the model saw."""
+    dataset = ClipDataset(samples, clf.preprocess, decoder=decoder, views=views)
+    return clip_loader(dataset, batch_size=batch_size, workers=workers, device=device,
+                       pad_to=clf.preprocess.num_frames, sampler=sampler)
+
+
 def evaluate_samples(clf: Classifier, samples: list[Sample], *, device: torch.device, dtype: torch.dtype | None = None,
                      k: int = 5, batch_size: int = 16, workers: int = 0, decoder: Decoder | None = None,
-                     views: tuple[int, int] = (1, 1), progress: Callable[[int], None] | None = None) -> dict:
+                     views: tuple[int, int] = (1, 1), progress: Callable[[int], None] | None = None,
+                     probabilities: bool = False) -> dict:
     """Metrics over `samples` with `views` (clips, crops) per video; under torchrun each rank takes its
     shard and the counts are summed, so every video counts exactly once."""
     rank = distributed.current()
     sampler = EpochSampler(len(samples), shuffle=False, rank=rank.rank, world=rank.world, pad=False)
-    dataset = ClipDataset(samples, clf.preprocess, decoder=decoder, views=views)
-    loader = clip_loader(dataset, batch_size=batch_size,
-                         workers=workers, device=device, pad_to=clf.preprocess.num_frames, sampler=sampler)
+    loader = evaluation_loader(clf, samples, device=device, batch_size=batch_size, workers=workers, decoder=decoder,
+                               views=views, sampler=sampler)
     return evaluate(clf.model, loader, pre=clf.preprocess, classes=clf.classes, device=device, dtype=dtype, k=k,
-                    progress=progress)
+                    progress=progress, probabilities=probabilities)
 
 
 def evaluate(model: torch.nn.Module, loader, *, pre: Preprocess, classes: list[str], device: torch.device,
-             dtype: torch.dtype | None = None, k: int = 5, progress: Callable[[int], None] | None = None) -> dict:
+             dtype: torch.dtype | None = None, k: int = 5, progress: Callable[[int], None] | None = None,
+             probabilities: bool = False) -> dict:
     """Metrics over every readable video in the loader (summed over ranks); unreadable ones are listed
     under `failed`. `accuracy` scores each video by the mean of its views' probabilities,
-    `clip_accuracy` by its centre clip alone (the same without multi-view testing)."""
+    `clip_accuracy` by its centre clip alone (the same without multi-view testing).
+
+    With `probabilities`, also each video's probabilities (the ones its accuracy counts), for a report of
+    which videos fail: `probabilities` (float32 (N, classes), row i the dataset's video i, NaN where it
+    could not be read), on every rank.
+    """
     n = len(classes)
     k = min(k, n)
     confusion = torch.zeros(n, n, dtype=torch.long)
     top_k_correct = clip_correct = 0
     failed = []
+    scored: list[tuple[torch.Tensor, torch.Tensor]] = []  # (dataset indices, video probabilities) per batch
     for batch, logits in iter_logits(model, loader, pre, device, dtype):
         failed += [{"path": f.path, "error": f.reason} for f in batch.failures]
         if len(logits):
             video, clip = per_video(logits.softmax(dim=1), batch.views)
             labels = batch.labels[:: batch.views]
+            if probabilities:
+                scored.append((batch.indices[:: batch.views], video))
             confusion += torch.bincount(labels * n + video.argmax(dim=1), minlength=n * n).view(n, n)
             top_k_correct += int((video.topk(k, dim=1).indices == labels[:, None]).any(dim=1).sum())
             clip_correct += int((clip.argmax(dim=1) == labels).sum())
@@ -134,4 +153,16 @@ def evaluate(model: torch.nn.Module, loader, *, pre: Preprocess, classes: list[s
     failed = [f for part in distributed.gather(failed) for f in part]
     metrics = compute_metrics(confusion, top_k_correct=int(top_k_correct), classes=classes, k=k)
     clip_accuracy = clip_correct / metrics["num_clips"] if metrics["num_clips"] else 0.0
-    return {"accuracy": metrics.pop("accuracy"), "clip_accuracy": clip_accuracy, **metrics, "failed": failed}
+    report = {"accuracy": metrics.pop("accuracy"), "clip_accuracy": clip_accuracy, **metrics, "failed": failed}
+    if probabilities:
+        report["probabilities"] = _gather_rows(scored, len(loader.dataset), n)
+    return report
+
+
+def _gather_rows(scored: list[tuple[torch.Tensor, torch.Tensor]], videos: int, classes: int) -> torch.Tensor:
+    """Every rank's (indices, rows) placed into one (videos, classes) tensor; rows never scored stay NaN."""
+    rows = torch.full((videos, classes), float("nan"))
+    for part in distributed.gather(scored):
+        for indices, probs in part:
+            rows[indices] = probs
+    return rows

@@ -1,6 +1,7 @@
-"""`vidclf evaluate`: metrics of a checkpoint on a dataset split, as tables or JSON, and a confusion plot.
+"""`vidclf evaluate`: metrics of a checkpoint on a dataset split, as tables or JSON, a confusion plot, and
+with --report a page of the videos it gets wrong.
 
-Runs under torchrun too: each rank evaluates its shard, rank 0 prints the whole.
+Runs under torchrun too: each rank evaluates its shard, rank 0 prints the whole and writes the report.
 """
 
 from __future__ import annotations
@@ -25,6 +26,15 @@ def evaluate(
     crops: Crops = 1,
     format: ReportOption = ReportFormat.table,
     plot: Annotated[Optional[Path], typer.Option(help="Save the confusion matrix as an image (PNG, SVG or PDF).")] = None,
+    report_dir: Annotated[Optional[Path], typer.Option(
+        "--report", help="Write DIR/index.html: metrics, settings, curves and the videos the model gets wrong, "
+                         "with the frames it saw; opens from disk in a browser.", rich_help_panel="Report")] = None,
+    gallery: Annotated[int, typer.Option(min=0, help="Videos shown of the errors, and of the least confident "
+                                                     "correct videos.", rich_help_panel="Report")] = 50,
+    animate: Annotated[bool, typer.Option(help="Also a looping animation of each shown video's centre clip.",
+                                          rich_help_panel="Report")] = False,
+    neighbours: Annotated[bool, typer.Option(help="Also each shown video's nearest training videos by embedding "
+                                                  "(embeds the whole train split).", rich_help_panel="Report")] = False,
     batch_size: Annotated[int, typer.Option(help="Clips per batch.")] = 16,
     workers: Workers = None,
     decode_timeout: DecodeTimeout = 60.0,
@@ -50,7 +60,8 @@ def evaluate(
         rank = distributed.setup(resolve_device(device).type)
         try:
             clf, dev = load_classifier(model, device, quiet or not rank.is_main)
-            trained = checkpoint.load(clf.path).get("train_config", {})
+            saved = checkpoint.load(clf.path)
+            trained = saved.get("train_config", {})
             source = str(manifest) if manifest else data or trained.get("data", "data")
             samples = split_samples(source, split, clf.classes, val_split=trained.get("val_split", 0.2),
                                     seed=trained.get("seed", 0))
@@ -63,7 +74,19 @@ def evaluate(
                     clf, samples, device=distributed.rank_device(dev, rank), dtype=autocast_dtype(dev, precision),
                     k=top_k, batch_size=batch_size, workers=default_workers() if workers is None else workers,
                     decoder=Decoder(decode_timeout or None), views=(clips, crops),
-                    progress=lambda n: bar.advance(task, n))
+                    progress=lambda n: bar.advance(task, n), probabilities=report_dir is not None)
+            if report_dir is not None:
+                from vidclf.report import Evaluated, select
+
+                evaluated = Evaluated(samples, source, split, (clips, crops), top_k)
+                training = split_samples(source, "train", clf.classes, val_split=trained.get("val_split", 0.2),
+                                         seed=trained.get("seed", 0)) if neighbours else None
+                with progress(quiet or not rank.is_main or not neighbours) as bar:
+                    task = bar.add_task("embedding for --neighbours", total=None)
+                    selection = select(clf, evaluated, report.pop("probabilities"), limit=gallery, training=training,
+                                       device=distributed.rank_device(dev, rank), dtype=autocast_dtype(dev, precision),
+                                       decoder=Decoder(decode_timeout or None), batch_size=batch_size,
+                                       workers=workers, progress=lambda n: bar.advance(task, n))
         finally:
             distributed.teardown()
         if not rank.is_main:
@@ -77,8 +100,24 @@ def evaluate(
             print(json.dumps(report, ensure_ascii=False, indent=2))
         else:
             _print_report(report, clf.classes)
+        if report_dir is not None:
+            _write_report(report_dir, selection, clf=clf, checkpoint=saved, evaluated=evaluated, evaluation=report, animate=animate,
+                          decoder=Decoder(decode_timeout or None), batch_size=batch_size,
+                          workers=default_workers() if workers is None else workers, quiet=quiet)
         if report["failed"]:
             raise typer.Exit(1)
+
+
+def _write_report(folder: Path, selection, *, quiet: bool, **settings) -> None:
+    """`report.write` (settings are its keywords) behind a spinner; the page's path on stderr."""
+    from vidclf.output import stderr
+    from vidclf.report import write
+
+    with progress(quiet) as bar:
+        bar.add_task("writing the report", total=None)
+        index = write(folder, selection, **settings)
+    if not quiet:
+        stderr.print(f"report: {index}", highlight=False)
 
 
 def _print_report(report: dict, classes: list[str]) -> None:

@@ -1,0 +1,200 @@
+"""`vidclf evaluate --report DIR`: a folder a browser opens from disk, to see *which* videos a model gets
+wrong and what it saw of them, not only how many.
+
+Two steps, because of torchrun: `select` runs on every rank while the ranks are together (the
+gallery is chosen from every video's probabilities; `--neighbours` embeds the training videos, each
+rank its share); `write` runs on rank 0 alone and decodes again only the few videos it shows, through
+evaluation's own loader, so a filmstrip is the clip the model was fed. `gallery.py` chooses and
+decodes, `images.py` draws, `page.py` lays the page out.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from vidclf.checkpoint import Classifier
+from vidclf.data.decoder import Decoder
+from vidclf.data.files import Sample
+from vidclf.report.gallery import Neighbour, Pick, clips_seen, nearest_training, pick
+from vidclf.report.page import Card, Gallery, render
+
+TOP_K_SHOWN = 3
+NEIGHBOURS = 3
+MIN_SHOWN_PX = 64  # frames smaller than this are shown enlarged by a whole factor, sharp (pixelated)
+
+
+@dataclass
+class Selection:
+    """What the galleries show, decided on every rank from the whole evaluation."""
+
+    probabilities: torch.Tensor  # float (N, classes): row i the dataset's video i, NaN if unreadable
+    errors: Pick
+    unsure: Pick  # correct videos, least confident first
+    neighbours: dict[str, list[Neighbour]]  # path → nearest training videos, with --neighbours
+
+
+@dataclass
+class Evaluated:
+    """What was evaluated and how: the page says it, and the filmstrips are decoded the same way."""
+
+    samples: list[Sample]
+    source: str
+    split: str
+    views: tuple[int, int]  # (clips, crops)
+    top_k: int
+
+
+def select(clf: Classifier, evaluated: Evaluated, probabilities: torch.Tensor, *, limit: int,
+           training: list[Sample] | None = None, device: torch.device, dtype: torch.dtype | None = None,
+           decoder: Decoder | None = None, batch_size: int = 16, workers: int | None = None,
+           progress: Callable[[int], None] | None = None) -> Selection:
+    """The errors and unsure videos to show (`limit` of each), and with `training` their nearest
+    training videos. Call it on every rank: under torchrun the embedding is shared out."""
+    labels = torch.tensor([s.label for s in evaluated.samples], dtype=torch.long)
+    errors, unsure = pick(probabilities, labels, limit=limit)
+    near = {}
+    if training is not None:
+        queries = [evaluated.samples[i].path for i in errors.shown + unsure.shown]
+        near = nearest_training(clf, queries, training, k=NEIGHBOURS, device=device, dtype=dtype,
+                                views=evaluated.views, decoder=decoder, batch_size=batch_size, workers=workers,
+                                progress=progress)
+    return Selection(probabilities, errors, unsure, near)
+
+
+def write(folder: Path, selection: Selection, *, clf: Classifier, checkpoint: dict, evaluated: Evaluated,
+          evaluation: dict, animate: bool = False, decoder: Decoder | None = None, batch_size: int = 16,
+          workers: int = 0) -> Path:
+    """Write folder/index.html and its pictures; returns the page's path. index.html comes last and
+    whole (renamed into place), so a folder with one is a finished report."""
+    from vidclf.plots import save_confusion
+
+    frames_dir = folder / "frames"
+    frames_dir.mkdir(parents=True, exist_ok=True)
+    images = {"confusion": save_confusion(evaluation["confusion_matrix"], clf.classes,
+                                          folder / "confusion.png").name}
+    images |= _training_curves(clf.path.parent, checkpoint, folder)
+    cards = _cards(folder, selection, clf=clf, evaluated=evaluated, animate=animate, decoder=decoder,
+                   batch_size=batch_size, workers=workers)
+    errors, unsure = selection.errors, selection.unsure
+    galleries = [
+        Gallery("errors", "Errors", "Misclassified videos, the most confident mistakes first: a confident mistake "
+                "is often a mislabelled or unusual clip.", [cards[i] for i in errors.shown], errors.total),
+        Gallery("unsure", "Least confident correct", "Correct videos the model was least sure of: the next to "
+                "fail.", [cards[i] for i in unsure.shown], unsure.total),
+    ]
+    page = render(title=f"vidclf evaluation: {clf.path.parent.name}/{clf.path.name} on {evaluated.split}",
+                  settings=_settings(clf, checkpoint, evaluated), metrics=_metrics(evaluation),
+                  failed=evaluation["failed"], images=images, per_class=evaluation["per_class"],
+                  confusion=evaluation["confusion_matrix"], classes=clf.classes, galleries=galleries)
+    index = folder / "index.html"
+    tmp = folder / f".index.html.{os.getpid()}.tmp"
+    tmp.write_text(page, encoding="utf-8")
+    os.replace(tmp, index)
+    return index
+
+
+def view_names(views: tuple[int, int]) -> list[str]:
+    """What each view of `views.load_views` is, in its order: the centre clip, then each spread clip's crops."""
+    clips, crops = views
+    if views == (1, 1):
+        return ["centre clip"]
+    return ["centre clip"] + [f"clip {c + 1}/{clips}" + (f", crop {j + 1}" if crops > 1 else "")
+                              for c in range(clips) for j in range(crops)]
+
+
+def _cards(folder: Path, selection: Selection, *, clf: Classifier, evaluated: Evaluated, animate: bool,
+           decoder: Decoder | None, batch_size: int, workers: int) -> dict[int, Card]:
+    """A card per shown video, its filmstrips (and animation) written under folder/frames."""
+    from vidclf.report.images import animation_suffix, save_animation, save_filmstrip
+
+    samples, classes, pre = evaluated.samples, clf.classes, clf.preprocess
+    names = view_names(evaluated.views)
+    shown_px = pre.size * max(1, -(-MIN_SHOWN_PX // pre.size))
+    cards = {}
+    for index, seen in clips_seen(clf, samples, selection.errors.shown + selection.unsure.shown,
+                                  views=evaluated.views, decoder=decoder, batch_size=batch_size, workers=workers):
+        path, label = samples[index]
+        probs = selection.probabilities[index]
+        scores, top = probs.topk(min(TOP_K_SHOWN, len(classes)))
+        card = Card(path, classes[label], float(probs[label]),
+                    [(classes[i], float(s)) for s, i in zip(scores, top.tolist())],
+                    frame_size=shown_px, neighbours=[(n.path, classes[n.label], n.similarity)
+                                                     for n in selection.neighbours.get(path, [])])
+        if isinstance(seen, str):
+            card.error = seen
+        else:
+            card.frames = seen.shape[1]
+            for v, (name, frames) in enumerate(zip(names, seen)):
+                card.strips.append((name, save_filmstrip(frames, folder / "frames" / f"{index}-{v}.jpg")
+                                    .relative_to(folder).as_posix()))
+            if animate:
+                ms = _frame_ms(path, pre.frame_stride, decoder)
+                card.animation = save_animation(seen[0], folder / "frames" / f"{index}{animation_suffix()}",
+                                                frame_ms=ms).relative_to(folder).as_posix()
+        cards[index] = card
+    return cards
+
+
+def _frame_ms(path: str, stride: int, decoder: Decoder | None) -> int:
+    """Milliseconds per frame of a clip taken every `stride` frames, so it plays at the video's own pace."""
+    from vidclf.data import video
+
+    try:
+        fps = (decoder or Decoder(None)).call(video.probe, path).fps
+    except video.VideoError:
+        fps = 0.0
+    return round(1000 * stride / (fps if fps > 0 else 25.0))
+
+
+def _training_curves(run: Path, checkpoint: dict, folder: Path) -> dict[str, str]:
+    """curves.png and metrics.csv copied from the checkpoint's run folder; without them, curves drawn
+    from the history the checkpoint holds (up to its own epoch); none for a checkpoint without one."""
+    from vidclf.plots import save_curves
+
+    found = {}
+    for key, name in (("curves", "curves.png"), ("metrics_csv", "metrics.csv")):
+        if (run / name).is_file():
+            shutil.copyfile(run / name, folder / name)
+            found[key] = name
+    if "curves" not in found and checkpoint.get("history"):
+        found["curves"] = save_curves(checkpoint["history"], folder / "curves.png").name
+    return found
+
+
+def _settings(clf: Classifier, checkpoint: dict, evaluated: Evaluated) -> list[tuple[str, str]]:
+    spec, pre, trained = checkpoint["model"], clf.preprocess, checkpoint.get("train_config", {})
+    clips, crops = evaluated.views
+    epochs = f"{checkpoint['epoch']}" + (f" of {trained['epochs']}" if "epochs" in trained else "") \
+        if "epoch" in checkpoint else "unknown"
+    return [
+        ("checkpoint", str(clf.path)),
+        ("written by", f"vidclf {checkpoint.get('vidclf_version', '?')}, trained {epochs} epochs"
+                       + (f" on {trained['data']}" if "data" in trained else "")),
+        ("architecture", spec["name"] + " " + " ".join(f"{k}={v}" for k, v in spec.get("config", {}).items())),
+        ("preprocessing", f"{pre.num_frames} frames every {pre.frame_stride}, {pre.size}×{pre.size} "
+                          f"({pre.interpolation}), input {pre.input}, {pre.sampling} clip"),
+        ("classes", f"{len(clf.classes)}: " + ", ".join(clf.classes)),
+        ("evaluated", f"{evaluated.source}, split {evaluated.split}, {len(evaluated.samples)} videos"),
+        ("views", f"{clips} clip{'s' if clips != 1 else ''} × {crops} crop{'s' if crops != 1 else ''} "
+                  f"(accuracy: their mean; clip accuracy: the centre clip)"),
+        ("report written", time.strftime("%Y-%m-%d %H:%M:%S")),
+    ]
+
+
+def _metrics(evaluation: dict) -> list[tuple[str, str]]:
+    (k, top_k), = evaluation["top_k_accuracy"].items()
+    return [
+        ("accuracy", f"{evaluation['accuracy']:.3f}"),
+        ("clip accuracy", f"{evaluation['clip_accuracy']:.3f}"),
+        (f"top-{k} accuracy", f"{top_k:.3f}"),
+        ("mean class accuracy", f"{evaluation['mean_class_accuracy']:.3f}"),
+        ("videos scored", f"{evaluation['num_clips']}"),
+        ("unreadable", f"{len(evaluation['failed'])}"),
+    ]
