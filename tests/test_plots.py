@@ -10,6 +10,7 @@ import cv2
 import numpy as np
 import pytest
 
+from vidclf.errors import WriteError
 from vidclf.plots import normalise_rows, save_confusion, save_curves
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -116,7 +117,7 @@ def test_confusion_that_does_not_fit_the_classes_is_refused(tmp_path, matrix, cl
 
 def test_unwritable_path_names_the_path(tmp_path):
     path = tmp_path / "missing" / "c.png"
-    with pytest.raises(OSError, match="missing/c.png: could not write"):
+    with pytest.raises(WriteError, match="missing/c.png: cannot write: No such file or directory$"):
         save_confusion([[1]], ["a"], path)
 
 

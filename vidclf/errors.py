@@ -11,3 +11,11 @@ class DatasetError(VidclfError):
 
 class CheckpointError(VidclfError):
     """A file is not a vidclf checkpoint, or one this version cannot read."""
+
+
+class WriteError(VidclfError):
+    """A file could not be written (a full disk, a read-only folder, no permission)."""
+
+    def __init__(self, path: object, err: OSError):
+        super().__init__(f"{path}: cannot write: {err.strerror or err}")
+        self.errno = err.errno

@@ -6,10 +6,13 @@ through the object-oriented `Figure` API: no display is needed and no pyplot sta
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
 import numpy as np
+
+from vidclf.errors import WriteError
 
 ANNOTATE_UP_TO = 30  # classes; past this, counts in the cells would be too small to read
 MAX_INCHES = 20.0  # the confusion figure grows with the classes up to this side
@@ -95,17 +98,19 @@ def save_confusion(confusion: list[list[int]], classes: list[str], path: str | P
 
 
 def _save(fig, path: str | Path) -> Path:
-    """Write to a temporary file in the same folder, then rename, so a reader never sees half an image."""
+    """Write to a temporary file in the same folder, then rename, so a reader never sees half an image
+    and a full disk or a read-only folder leaves the previous image; that raises a WriteError naming
+    the file and the OS's reason."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # open() rather than mkstemp: keeps the umask's mode
     try:
         with open(tmp, "wb") as f:
             fig.savefig(f, format=path.suffix.lstrip(".").lower() or "png", dpi=100)
         os.replace(tmp, path)
-    except OSError as e:
-        tmp.unlink(missing_ok=True)
-        raise OSError(f"{path}: could not write the plot ({e.strerror or e})") from e
-    except BaseException:
-        tmp.unlink(missing_ok=True)
+    except BaseException as e:
+        with contextlib.suppress(OSError):  # a read-only folder holds no temporary to remove
+            tmp.unlink(missing_ok=True)
+        if isinstance(e, OSError):
+            raise WriteError(path, e) from e
         raise
     return path

@@ -4,12 +4,15 @@ metrics.csv and curves.png in the run folder.
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import os
 from pathlib import Path
 
 from rich.console import Console
-from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from vidclf.errors import WriteError
 
 METRIC_COLUMNS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds", "clips_per_s",
                   "data_wait", "train_clips", "val_clips")
@@ -42,10 +45,9 @@ class EpochLog:
         self._append_csv(row)
         from vidclf.plots import save_curves
 
-        try:
-            save_curves(history, self.run_dir / "curves.png")
-        except OSError as err:  # a plot is never worth a training run
-            self.console.print(f"[yellow]warning[/] curves.png not written: {escape(str(err))}", highlight=False)
+        # A full disk or a read-only folder stops the run here (a WriteError): the checkpoint that
+        # follows could not be written either, and the previous one is still whole.
+        save_curves(history, self.run_dir / "curves.png")
 
     def _print(self, row: dict) -> None:
         if not self.header_shown:
@@ -62,10 +64,17 @@ class EpochLog:
         )
 
     def _append_csv(self, row: dict) -> None:
+        """Append the row; a write that fails takes back what it wrote of it (so a resumed run's row is not
+        glued to half of this one) and raises a WriteError."""
         path = self.run_dir / "metrics.csv"
-        new = not path.exists()
-        with path.open("a", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=METRIC_COLUMNS)
-            if new:
-                writer.writeheader()
-            writer.writerow(row)
+        size = path.stat().st_size if path.exists() else 0
+        try:
+            with path.open("a", newline="") as f:
+                writer = csv.DictWriter(f, fieldnames=METRIC_COLUMNS)
+                if size == 0:
+                    writer.writeheader()
+                writer.writerow(row)
+        except OSError as err:
+            with contextlib.suppress(OSError):  # nothing to take back when the folder is read-only
+                os.truncate(path, size)
+            raise WriteError(path, err) from err
