@@ -12,7 +12,7 @@ from typing import Any
 import torch
 
 from vidclf import __version__
-from vidclf.errors import CheckpointError
+from vidclf.errors import CheckpointError, WriteError
 from vidclf.preprocess import Preprocess
 
 FORMAT_VERSION = 1
@@ -20,10 +20,39 @@ REQUIRED_KEYS = ("format_version", "model", "classes", "preprocess", "state_dict
 
 
 def save(checkpoint: dict[str, Any], path: str | Path) -> None:
-    """Write to a temporary file in the same folder, then rename: a crash never leaves half a file."""
+    """Write to a temporary file in the same folder, then rename: a crash never leaves half a file, and
+    a write that fails (a full disk, a read-only folder) leaves the previous file as it was and raises
+    a WriteError that names the file and the OS's reason.
+
+    A training checkpoint (one with "train_config") also records under "decoder" the OpenCV and FFmpeg
+    build of this process, the one that decoded its training frames, unless the caller gave one.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     checkpoint = {"format_version": FORMAT_VERSION, "vidclf_version": __version__, **checkpoint}
+    if "train_config" in checkpoint and "decoder" not in checkpoint:
+        from vidclf.data.provenance import decoder_build
+
+        checkpoint["decoder"] = decoder_build()
+    try:
+        _write(checkpoint, path)
+    except Exception as err:
+        cause = _os_error(err)
+        if cause is None:
+            raise
+        raise WriteError(path, cause) from err
+
+
+def _os_error(err: BaseException | None) -> OSError | None:
+    """The OSError behind `err`. torch.save reports a write that failed into a file object as a
+    RuntimeError ("[enforce fail at inline_container.cc] unexpected pos …") raised while handling the
+    file's own OSError (ENOSPC, say), so the reason is found in the exception's context."""
+    while err is not None and not isinstance(err, OSError):
+        err = err.__cause__ or err.__context__
+    return err
+
+
+def _write(checkpoint: dict[str, Any], path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
@@ -70,6 +99,7 @@ class Classifier:
     classes: list[str]
     preprocess: Preprocess
     path: Path
+    decoder: dict[str, str] | None = None  # the decoder build that read its training frames; None: not recorded
 
 
 def load_classifier(path: str | Path, *, device: torch.device) -> Classifier:
@@ -84,7 +114,7 @@ def load_classifier(path: str | Path, *, device: torch.device) -> Classifier:
         pre = Preprocess(**{k: tuple(v) if isinstance(v, list) else v for k, v in ckpt["preprocess"].items()})
     except (KeyError, TypeError, ValueError, RuntimeError) as err:
         raise CheckpointError(f"{path}: the checkpoint does not match this vidclf version ({err})") from None
-    return Classifier(model.to(device).eval(), list(ckpt["classes"]), pre, Path(path))
+    return Classifier(model.to(device).eval(), list(ckpt["classes"]), pre, Path(path), ckpt.get("decoder"))
 
 
 def newest_best(root: str | Path) -> Path:

@@ -86,8 +86,12 @@ def progress(quiet: bool):
 
 
 def load_classifier(model: Optional[Path], device: str, quiet: bool):
-    """The checkpoint asked for, or the newest best.pt under models/ (named on stderr)."""
+    """The checkpoint asked for, or the newest best.pt under models/ (named on stderr); a warning when it
+    was trained on frames from another decoder build than the one that will decode for it here."""
+    from rich.markup import escape
+
     from vidclf import checkpoint
+    from vidclf.data.provenance import decoder_change
     from vidclf.device import resolve_device
     from vidclf.output import stderr
 
@@ -95,4 +99,8 @@ def load_classifier(model: Optional[Path], device: str, quiet: bool):
     path = model or checkpoint.newest_best("models")
     if model is None and not quiet:
         stderr.print(f"using {path}")
-    return checkpoint.load_classifier(path, device=dev), dev
+    clf = checkpoint.load_classifier(path, device=dev)
+    if not quiet and (change := decoder_change(clf.decoder)):
+        stderr.print(f"[yellow]warning[/] {escape(str(path))} was trained on frames from another decoder "
+                     f"({escape(change)}); its accuracy on frames decoded here may differ", highlight=False)
+    return clf, dev

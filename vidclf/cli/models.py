@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
@@ -93,10 +94,16 @@ def summary(
     backbone: Backbone = None, pretrained: Pretrained = None, freeze_backbone: FreezeBackbone = False,
     rnn: Rnn = None, hidden_size: HiddenSize = None, layers: Layers = None, bidirectional: Bidirectional = False,
     dropout: Dropout = None, hidden_channels: HiddenChannels = None, kernel_sizes: KernelSizes = None,
+    model: Annotated[Optional[Path], typer.Option(help="A checkpoint: summarise its model at its frames, size and "
+                                                       "input (the options above are then ignored), and show the "
+                                                       "decoder that read its training data.")] = None,
     verbose: Verbose = False,
 ) -> None:
     """Each block's output shape and parameters for one clip, totals, and forward GFLOPs per clip."""
     with errors(verbose):
+        if model is not None:
+            _summarise_checkpoint(model)
+            return
         from vidclf.models import build_model
         from vidclf.output import stdout
         from vidclf.preprocess import in_channels
@@ -105,5 +112,22 @@ def summary(
         options = model_options(backbone, pretrained, freeze_backbone, rnn, hidden_size, layers, bidirectional,
                                 dropout, hidden_channels, kernel_sizes)
         channels = in_channels(input)
-        model = build_model(arch, classes, in_channels=channels, **options)
-        stdout.print(summary_table(summarize(model, (frames, channels, size, size))))
+        net = build_model(arch, classes, in_channels=channels, **options)
+        stdout.print(summary_table(summarize(net, (frames, channels, size, size))))
+
+
+def _summarise_checkpoint(path: Path) -> None:
+    import torch
+
+    from vidclf.checkpoint import load_classifier
+    from vidclf.data.provenance import describe
+    from vidclf.output import stdout
+    from vidclf.preprocess import in_channels
+    from vidclf.summary import summarize, summary_table
+
+    clf = load_classifier(path, device=torch.device("cpu"))
+    pre = clf.preprocess
+    stdout.print(summary_table(summarize(clf.model, (pre.num_frames, in_channels(pre.input), pre.size, pre.size))))
+    decoder = (f"training frames decoded by {describe(clf.decoder)}" if clf.decoder else
+               "the decoder of its training frames is not recorded (an earlier vidclf wrote it)")
+    stdout.print(f"{path}: {len(clf.classes)} classes; {decoder}", highlight=False)
