@@ -137,6 +137,15 @@ def test_train_on_a_disk_that_fills_stops_with_one_line_and_a_whole_last_checkpo
         assert not [p.name for p in run.iterdir() if p.name.endswith(".tmp")]
 
 
+def test_train_into_a_read_only_folder_says_which_and_why(synth_data, tmp_path):
+    with tmpfs(tmp_path / "disk", "256k") as disk:
+        read_only(disk)
+        result = runner.invoke(app, ["train", "--data", str(synth_data), "--out", str(disk / "models"), "--epochs", "1",
+                                     "--no-cache", *TRAIN])
+    assert result.exit_code == 1, result.output
+    assert result.stderr.strip() == f"error: {disk}/models: {READ_ONLY}"
+
+
 def test_the_decode_cache_on_a_full_disk_turns_itself_off_and_training_goes_on(synth_data, tmp_path):
     with tmpfs(tmp_path / "disk", "256k") as disk:
         fill(disk)

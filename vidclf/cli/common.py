@@ -71,6 +71,8 @@ def errors(verbose: bool) -> Iterator[None]:
         if verbose:
             traceback.print_exc()
         message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        if isinstance(err, OSError) and err.filename is not None and err.strerror:
+            message = f"{err.filename}: {err.strerror}"  # not "[Errno 30] Read-only file system: 'models/x'"
         print(f"error: {message}", file=sys.stderr)
         raise typer.Exit(1)
 
