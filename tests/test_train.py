@@ -14,13 +14,14 @@ import torch
 from rich.console import Console
 
 from vidclf.data.files import scan
-from vidclf.train import StopSignal, TrainConfig, fit
+from vidclf.stopping import StopSignal
+from vidclf.train import TrainConfig, fit
 
 quiet = Console(stderr=True, quiet=True)
 
 
 class StopAfterReads(StopSignal):
-    """Says "stop" from its n-th look on: the loop looks once per step and twice per epoch end."""
+    """Says "stop" from its n-th look on: the loop looks once per step and once per epoch end."""
 
     def __init__(self, reads: int):
         self.reads = reads
@@ -45,8 +46,8 @@ def test_resume_after_interruption_matches_an_uninterrupted_run(synth_data, tmp_
         return _cfg(synth_data, tmp_path / name, cache=str(tmp_path / name / "cache") if cached else None)
 
     whole = fit(cfg("a"), console=quiet, show_progress=False)
-    # 15 training clips, batches of 4: 4 steps an epoch; the 7th look falls on step 1 of epoch 2.
-    cut = fit(cfg("b"), console=quiet, show_progress=False, stop=StopAfterReads(6))
+    # 15 training clips, batches of 4: 4 steps an epoch; the 6th look falls on step 1 of epoch 2.
+    cut = fit(cfg("b"), console=quiet, show_progress=False, stop=StopAfterReads(5))
     assert cut.interrupted
     saved = torch.load(cut.run_dir / "last.pt", weights_only=True)
     assert (saved["epoch"], saved["step"]) == (1, 1)
@@ -207,3 +208,47 @@ def test_cli_train_gives_the_signal_handlers_back(synth_data, tmp_path):
                                       "32", "--workers", "0", "--no-cache", "--device", "cpu", "--out", str(tmp_path)])
     assert result.exit_code == 0, result.output
     assert {sig: signal.getsignal(sig) for sig in before} == before
+
+
+class CrashAfterReads(StopSignal):
+    """A process killed at its n-th look: nothing runs after it, so only what was saved survives."""
+
+    def __init__(self, reads: int):
+        self.reads = reads
+
+    @property
+    def requested(self) -> bool:
+        self.reads -= 1
+        if self.reads < 0:
+            raise SystemExit("killed")
+        return False
+
+
+def test_a_kill_after_a_mid_epoch_save_resumes_from_that_save_to_the_same_weights(synth_data, tmp_path):
+    """--save-every writes last.pt within the epoch; a kill loses only the steps after it."""
+    whole = fit(_cfg(synth_data, tmp_path / "a"), console=quiet, show_progress=False)
+    cfg = _cfg(synth_data, tmp_path / "b", save_every=1e-9)  # a save after every step
+    with pytest.raises(SystemExit):
+        fit(cfg, console=quiet, show_progress=False, stop=CrashAfterReads(6))  # killed at step 2 of epoch 2
+    (last,) = (tmp_path / "b").glob("*/last.pt")
+    saved = torch.load(last, weights_only=True)
+    assert (saved["epoch"], saved["step"]) == (1, 1) and saved["partial"]["count"] == 4  # one batch of 4 clips
+    resumed = fit(cfg, console=quiet, show_progress=False, resume=last)
+    a = torch.load(whole.run_dir / "last.pt", weights_only=True)
+    b = torch.load(resumed.run_dir / "last.pt", weights_only=True)
+    for key, value in a["state_dict"].items():
+        assert torch.equal(value, b["state_dict"][key]), key
+    assert [r["train_clips"] for r in a["history"]] == [r["train_clips"] for r in b["history"]]
+
+
+def test_a_stop_after_an_epochs_last_step_saves_before_validating_and_resume_validates(synth_data, tmp_path):
+    """A scheduler's grace period may not cover validation: the stop saves at once, resume validates."""
+    whole = fit(_cfg(synth_data, tmp_path / "a"), console=quiet, show_progress=False)
+    cut = fit(_cfg(synth_data, tmp_path / "b"), console=quiet, show_progress=False, stop=StopAfterReads(3))
+    saved = torch.load(cut.run_dir / "last.pt", weights_only=True)
+    assert (saved["epoch"], saved["step"]) == (0, 4) and saved["history"] == []  # 4 of 4 steps, not validated
+    resumed = fit(_cfg(synth_data, tmp_path / "b"), console=quiet, show_progress=False, resume=cut.run_dir / "last.pt")
+    a = torch.load(whole.run_dir / "last.pt", weights_only=True)
+    b = torch.load(resumed.run_dir / "last.pt", weights_only=True)
+    assert [r["val_acc"] for r in a["history"]] == [r["val_acc"] for r in b["history"]]
+    assert [r["train_loss"] for r in a["history"]] == [r["train_loss"] for r in b["history"]]

@@ -38,6 +38,11 @@ def current() -> Rank:
     return Rank(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
 
 
+def launched_as_main() -> bool:
+    """Whether this process is the main one, before the group is joined: torchrun's RANK says."""
+    return os.environ.get("RANK", "0") == "0"
+
+
 def rank_device(device: torch.device, rank: Rank) -> torch.device:
     """Each rank's own GPU (its local rank) under torchrun; on one process, the device asked for."""
     if device.type != "cuda":

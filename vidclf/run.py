@@ -57,6 +57,7 @@ class TrainConfig:
     cache_size: str = DEFAULT_SIZE  # bound on the cache's bytes on disk (see data/cache.py for what it keeps)
     decode_timeout: float = DEFAULT_TIMEOUT  # seconds without progress before a video is abandoned; 0: no watchdog
     compile: bool = False  # torch.compile the model (slow to start; pays off on GPUs)
+    save_every: float = 10.0  # minutes between mid-epoch writes of last.pt (0: only at the end of epochs)
     out: str = "models"  # run folders are written under here
 
 
@@ -115,7 +116,7 @@ def build_run(cfg: TrainConfig, *, device: torch.device, rank: distributed.Rank,
     scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
     state = TrainState()
     if resume_from is not None:
-        state = _restore(resume_from, model, optimizer, scheduler, scaler, len(train_loader))
+        state = _restore(resume_from, model, optimizer, scheduler, scaler, len(train_loader), cfg.data, splits.classes)
     run_dir = distributed.broadcast(run_dir or _new_run_dir(cfg))
     if rank.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -192,7 +193,11 @@ def _scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig, steps_per_epo
         optimizer, lambda s: (s + 1) / warm if s < warm else decay((s - warm) // steps_per_epoch))
 
 
-def _restore(saved: dict, model, optimizer, scheduler, scaler, steps_per_epoch: int) -> TrainState:
+def _restore(saved: dict, model, optimizer, scheduler, scaler, steps_per_epoch: int, data: str,
+             classes: list[str]) -> TrainState:
+    if list(saved["classes"]) != classes:  # a moved copy of the data must hold the same classes
+        raise DatasetError(f"{data}: its classes ({', '.join(classes)}) are not those of the run it would continue "
+                           f"({', '.join(saved['classes'])})")
     model.load_state_dict(saved["state_dict"])
     optimizer.load_state_dict(saved["optimizer"])
     schedule = saved["scheduler"]

@@ -8,14 +8,10 @@ interrupted and resumed from `last.pt` ends exactly where an uninterrupted run w
 
 from __future__ import annotations
 
-import contextlib
-import signal
 import time
 import warnings
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Iterator
-
 import torch
 import torch.nn.functional as F
 from rich.console import Console
@@ -24,36 +20,17 @@ from rich.markup import escape
 from vidclf import checkpoint, distributed
 from vidclf.data.datasets import Batch
 from vidclf.device import autocast, resolve_device
-from vidclf.errors import CheckpointError, DatasetError
+from vidclf.errors import DatasetError
 from vidclf.evaluate import iter_logits
 from vidclf.mixing import Mixed, mix_clips
 from vidclf.preprocess import channels_first, step_seed, to_model_input
+from vidclf.resume import resume_state
 from vidclf.run import Run, TrainConfig, build_run
+from vidclf.stopping import Agreement, StopSignal
 from vidclf.trainlog import EpochLog, epoch_progress
 
 
 REFRESH = 0.5  # seconds between reads of the running loss for the progress bar
-
-
-class StopSignal:
-    """Set by Ctrl-C or SIGTERM; the loop finishes its step, writes last.pt and returns."""
-
-    def __init__(self) -> None:
-        self.requested = False
-
-    def __call__(self, signum=None, frame=None) -> None:
-        self.requested = True
-
-    @contextlib.contextmanager
-    def installed(self) -> Iterator[None]:
-        """Ctrl-C and SIGTERM set the flag while training; the previous handlers come back after it
-        (a caller in the same process, a test runner say, must still be able to stop)."""
-        previous = {sig: signal.signal(sig, self) for sig in (signal.SIGINT, signal.SIGTERM)}
-        try:
-            yield
-        finally:
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
 
 
 @dataclass
@@ -66,19 +43,24 @@ class RunResult:
     steps: int  # optimizer steps taken by this process in this call
 
 
-def fit(cfg: TrainConfig, *, console: Console, show_progress: bool = True,
-        stop: StopSignal | None = None, resume: str | Path | None = None) -> RunResult:
-    """Train `cfg.arch` on `cfg.data`; with `resume` (a last.pt) continue that run in its folder."""
-    saved = _resume_state(resume) if resume else None
+def fit(cfg: TrainConfig, *, console: Console, show_progress: bool = True, stop: StopSignal | None = None,
+        resume: str | Path | None = None, run_dir: str | Path | None = None,
+        continue_with: str | None = None) -> RunResult:
+    """Train `cfg.arch` on `cfg.data` in `run_dir` (default: a new folder under `cfg.out`); with
+    `resume` (a last.pt) continue that run in its folder. `continue_with` is the command an
+    interrupted run tells the user to continue with (default: `vidclf train --resume LAST`)."""
+    saved = resume_state(resume) if resume else None
     device = resolve_device(cfg.device)
     rank = distributed.setup(device.type)
     try:
         device = distributed.rank_device(device, rank)
         torch.backends.cudnn.benchmark = device.type == "cuda"
         say = console.print if rank.is_main else _silent
-        run = build_run(cfg, device=device, rank=rank, say=say, resume_from=saved,
-                        run_dir=Path(resume).parent if resume else None)
-        return Trainer(run, console=console, show_progress=show_progress, stop=stop or StopSignal()).fit()
+        folder = Path(run_dir) if run_dir else Path(resume).parent if resume else None
+        run = build_run(cfg, device=device, rank=rank, say=say, resume_from=saved, run_dir=folder)
+        trainer = Trainer(run, console=console, show_progress=show_progress, stop=stop or StopSignal(),
+                          continue_with=continue_with)
+        return trainer.fit()
     finally:
         distributed.teardown()
 
@@ -87,30 +69,38 @@ def _silent(*args, **kwargs) -> None:
     pass
 
 
-def _resume_state(path: str | Path) -> dict:
-    ckpt = checkpoint.load(path)
-    if "train_config" not in ckpt or "optimizer" not in ckpt:
-        raise CheckpointError(f"{path}: holds no training state to resume from (use a last.pt)")
-    return ckpt
-
-
-def resume_config(path: str | Path, **overrides) -> TrainConfig:
-    """The saved run's configuration, with `overrides` (epochs, device, workers …) that are not None."""
-    known = {f.name for f in fields(TrainConfig)}
-    saved = {k: v for k, v in _resume_state(path)["train_config"].items() if k in known}
-    return TrainConfig(**{**saved, **{k: v for k, v in overrides.items() if v is not None}})
+SUMS = ("loss", "correct", "count", "wait", "seconds")
 
 
 def _zero_sums() -> dict:
-    return {"loss": 0.0, "correct": 0.0, "count": 0.0, "wait": 0.0, "seconds": 0.0}
+    return dict.fromkeys(SUMS, 0.0)
+
+
+def _with_device(sums: dict, on_device: torch.Tensor) -> tuple[float, float]:
+    """The running loss × clips and correct count: what was read back, plus what is still on the device."""
+    loss, correct = on_device.tolist()
+    return sums["loss"] + loss, sums["correct"] + correct
+
+
+@dataclass
+class EpochSteps:
+    """Where an epoch's training steps ended."""
+
+    sums: dict  # this rank's running sums (loss × clips, correct, clips, seconds waiting and in all)
+    step: int  # the steps taken, counted from the epoch's start
+    steps: int  # the steps an epoch has
+    stopped: bool  # the ranks agreed to stop after `step`
 
 
 class Trainer:
     """Steps a built `Run`: each piece below is one decision of the loop."""
 
-    def __init__(self, run: Run, *, console: Console, show_progress: bool, stop: StopSignal):
-        self.run, self.console, self.show_progress, self.stop = run, console, show_progress, stop
+    def __init__(self, run: Run, *, console: Console, show_progress: bool, stop: StopSignal,
+                 continue_with: str | None = None):
+        self.run, self.console, self.show_progress = run, console, show_progress
         main = run.rank.is_main
+        self.agreement = Agreement(stop, save_every=run.cfg.save_every * 60, is_main=main)
+        self.continue_with = continue_with or f"vidclf train --resume {run.run_dir / 'last.pt'}"
         self.say = console.print if main else _silent
         self.log = EpochLog(console if main else Console(quiet=True), run.run_dir if main else None)
         self.reported: set[str] = set()
@@ -125,39 +115,41 @@ class Trainer:
                  f"{len(run.train_set)} train / {len(run.val_loader.dataset) if run.val_loader else 0} val clips, "
                  f"{run.device}, {'fp32' if run.dtype is None else str(run.dtype).removeprefix('torch.')}, "
                  f"run folder {run.run_dir}")
+        if run.state.epoch >= cfg.epochs:
+            self.say(f"the run has already trained its {cfg.epochs} epochs (a larger --epochs goes on)")
         for epoch in range(run.state.epoch, cfg.epochs):
-            sums, step, steps = self.train_epoch(epoch)
-            if self.stop.requested and step < steps:
-                last = self.save("last.pt", epoch=epoch, step=step, partial=sums)
-                self.say(f"[yellow]interrupted[/] in epoch {epoch + 1} after step {step}/{steps}; "
-                         f"saved {last}; continue with: vidclf train --resume {last}")
+            done = self.train_epoch(epoch)
+            if done.stopped:  # straight away, even before validating: a scheduler's grace period is short
+                last = self.save("last.pt", epoch=epoch, step=done.step, partial=self.totals(done.sums))
+                self.say(f"[yellow]interrupted[/] in epoch {epoch + 1} after step {done.step}/{done.steps}; "
+                         f"saved {last}; continue with: {self.continue_with}")
                 return self._result(interrupted=True)
-            row = self.epoch_row(epoch, sums)
+            row = self.epoch_row(epoch, done.sums)
             if self.checkpoint(row):
                 break
-            if self.stop.requested:
-                self.say(f"[yellow]interrupted[/] after epoch {epoch + 1}; continue with: "
-                         f"vidclf train --resume {run.run_dir / 'last.pt'}")
+            if self.agreement.stop_now():
+                self.say(f"[yellow]interrupted[/] after epoch {epoch + 1}; continue with: {self.continue_with}")
                 return self._result(interrupted=True)
         if self.best_path is not None:
             self.say(f"[bold green]best checkpoint[/] {self.best_path} ({self._monitor()} {run.state.best:.4f})")
         return self._result(interrupted=False)
 
-    def train_epoch(self, epoch: int) -> tuple[dict, int, int]:
-        """One epoch's steps (from mid-epoch when resuming); returns its running sums, the step reached and of how many.
+    def train_epoch(self, epoch: int) -> EpochSteps:
+        """One epoch's steps, from mid-epoch when resuming, until its end or until the ranks agree to stop.
 
         The loss and correct counts stay on the device and are read back only when the bar is
-        redrawn and at the end: a read every step would make the CPU wait for the GPU each step,
-        so it could never queue the next step's work ahead.
+        redrawn, for a mid-epoch save and at the end: a read every step would make the CPU wait for
+        the GPU each step, so it could never queue the next step's work ahead.
         """
         run, state = self.run, self.run.state
         skip = state.step if epoch == state.epoch else 0
         run.train_sampler.set_epoch(epoch, skip=skip * run.cfg.batch_size)
-        sums = state.partial if (state.partial and epoch == state.epoch) else _zero_sums()
+        resumed = state.partial and epoch == state.epoch and run.rank.is_main  # saved summed over the ranks
+        sums = state.partial if resumed else _zero_sums()
         state.partial = None
         on_device = torch.zeros(2, dtype=torch.float64, device=run.device)  # loss × clips, correct
         run.net.train()
-        steps, step = len(run.train_loader) + skip, skip
+        steps, step, decision = len(run.train_loader) + skip, skip, None
         with epoch_progress(self.console, epoch, run.cfg.epochs, enabled=self.show_progress and run.rank.is_main) as bar:
             task = bar.add_task("train", total=steps, completed=skip, loss=0.0, acc=0.0, rate=0.0)
             tick = shown = time.perf_counter()
@@ -172,17 +164,21 @@ class Trainer:
                 tick = done
                 bar.advance(task)
                 if not bar.disable and done - shown >= REFRESH:
-                    loss, correct = (sums[k] + v for k, v in zip(("loss", "correct"), on_device.tolist()))
+                    loss, correct = _with_device(sums, on_device)
                     count = max(sums["count"], 1)
                     bar.update(task, loss=loss / count, acc=correct / count, rate=count / max(sums["seconds"], 1e-9))
                     shown = done
-                if self.stop.requested:
+                decision = self.agreement.after_step()
+                if decision.stop:
                     break
-        loss, correct = on_device.tolist()
-        sums["loss"] += loss
-        sums["correct"] += correct
+                if decision.save:
+                    loss, correct = _with_device(sums, on_device)
+                    self.save("last.pt", epoch=epoch, step=step, partial=self.totals({**sums, "loss": loss, "correct": correct}))
+            else:
+                decision = self.agreement.epoch_end()
+        sums["loss"], sums["correct"] = _with_device(sums, on_device)
         sums["seconds"] += time.perf_counter() - tick  # the device finishing what was queued
-        return sums, step, steps
+        return EpochSteps(sums, step, steps, stopped=decision is not None and decision.stop)
 
     def train_step(self, batch: Batch, epoch: int, step: int) -> tuple[torch.Tensor, int]:
         """Forward, backward and update on one batch; returns (loss × clips, correct) on the device, and the clips."""
@@ -251,8 +247,7 @@ class Trainer:
     def epoch_row(self, epoch: int, sums: dict) -> dict:
         """Validate, then the epoch's metrics over all ranks: logged, drawn, and kept in the history."""
         run = self.run
-        loss, correct, count, wait, seconds = distributed.all_sum(
-            [sums[k] for k in ("loss", "correct", "count", "wait", "seconds")], run.device)
+        loss, correct, count, wait, seconds = distributed.all_sum([sums[k] for k in SUMS], run.device)
         val_start = time.perf_counter()
         val_loss, val_acc, val_clips = self.validate()
         seconds /= run.rank.world
@@ -301,7 +296,13 @@ class Trainer:
                 "epoch": epoch, "step": step, "best_metric": run.state.best, "history": run.state.history,
                 "partial": partial,
             }, path)
+        if name == "last.pt":
+            self.agreement.saved()
         return path
+
+    def totals(self, sums: dict) -> dict:
+        """An unfinished epoch's running sums over all ranks: what last.pt keeps (resume gives them to rank 0)."""
+        return dict(zip(SUMS, distributed.all_sum([sums[k] for k in SUMS], self.run.device)))
 
     def report(self, batch: Batch) -> None:
         """Each unreadable file and each warning once, on every rank's stderr."""

@@ -51,27 +51,60 @@ def train(
     decode_timeout: DecodeTimeout = 60.0,
     compile: Annotated[bool, typer.Option(help="torch.compile the model (slow start; pays off on GPUs).")] = False,
     out: Annotated[str, typer.Option(help="Run folders (checkpoints, metrics.csv, curves.png) go under here.")] = "models",
+    name: Annotated[Optional[str], typer.Option(help="Name the run folder (--out/NAME): the same command continues the run from its "
+                                                     "last.pt after a stop, a crash or a requeue, and starts it when there is none.")] = None,
+    save_every: Annotated[float, typer.Option(help="Minutes between writes of last.pt within an epoch (bounds the work a kill loses; 0: only at epoch ends).")] = 10.0,
     resume: Annotated[Optional[Path], typer.Option(help="Continue the run of this last.pt (its settings are kept).")] = None,
     quiet: Quiet = False,
     verbose: Verbose = False,
 ) -> None:
-    """Train a classifier; writes best.pt, last.pt, metrics.csv and curves.png to a new run folder under --out."""
+    """Train a classifier; writes best.pt, last.pt, metrics.csv and curves.png to a run folder under --out.
+
+    Exit codes: 0 trained (or had already trained) all epochs; 1 an error; 2 a wrong option;
+    130 stopped by Ctrl-C or SIGTERM after writing last.pt (the same command with --name, or --resume, continues).
+    """
     options = dict(locals())
     with errors(verbose):
         from vidclf.output import stderr
-        from vidclf.train import StopSignal, fit, resume_config
+        from vidclf.train import StopSignal, fit
 
+        console = stderr if not quiet else type(stderr)(stderr=True, quiet=True)
+        if resume is not None and name is not None:
+            raise typer.BadParameter("give --name or --resume, not both", param_hint="--name")
+        run_dir, hint = None, None
         if resume is not None:  # the saved run's settings, but where and how long to run it now
+            from vidclf.resume import resume_config
+
             cfg = resume_config(resume, epochs=epochs, device=device, precision=precision, workers=workers,
-                                cache_size=cache_size, decode_timeout=decode_timeout)
+                                cache_size=cache_size, decode_timeout=decode_timeout, save_every=save_every)
         else:
             cfg = _new_config(options)
+        if name is not None:
+            run_dir, hint = Path(out) / name, "the same command"
+            cfg, resume = _continued(cfg, run_dir / "last.pt", console)
         stop = StopSignal()
-        console = stderr if not quiet else type(stderr)(stderr=True, quiet=True)
         with stop.installed():
-            result = fit(cfg, console=console, show_progress=not quiet, stop=stop, resume=resume)
+            result = fit(cfg, console=console, show_progress=not quiet, stop=stop, resume=resume, run_dir=run_dir,
+                         continue_with=hint)
         if result.interrupted:
             raise typer.Exit(130)
+
+
+def _continued(asked, last: Path, console):
+    """The configuration and last.pt that continue a named run, or `asked` and None when it has not started."""
+    if not last.exists():
+        return asked, None
+    from rich.markup import escape
+
+    from vidclf import distributed
+    from vidclf.resume import continue_config
+
+    cfg, warning = continue_config(last, asked)
+    if distributed.launched_as_main():
+        console.print(f"continuing the run in {last.parent}")
+        if warning:
+            console.print(f"[yellow]warning[/] {escape(warning)}", highlight=False)
+    return cfg, last
 
 
 def _new_config(options: dict):

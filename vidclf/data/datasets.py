@@ -272,4 +272,4 @@ class EpochSampler(torch.utils.data.Sampler):
         return iter([(i, self.epoch) for i in self._order()[self.skip :]])
 
     def __len__(self) -> int:
-        return len(self._order()) - self.skip
+        return max(len(self._order()) - self.skip, 0)  # a run stopped after an epoch's last step skips it all
