@@ -184,6 +184,15 @@ def test_neighbours_find_a_training_videos_copy_in_the_validation_split(trained,
     assert "1.000" in near.split("·")[0]  # the cosine similarity of identical embeddings
 
 
+def test_a_folder_that_cannot_be_written_fails_at_once_in_one_line(trained, tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("a report folder cannot be made inside a file")
+    result = invoke("evaluate", "--model", trained, "--report", blocker / "out")
+    assert result.exit_code == 1 and result.stdout == ""  # before any evaluation
+    assert result.stderr.strip() == f"error: {blocker / 'out'}: could not write the report (Not a directory)"
+    assert invoke("evaluate", "--model", trained, "--neighbours").exit_code == 2  # needs --report
+
+
 def test_pick_orders_errors_by_confidence_and_skips_unreadable_videos():
     from vidclf.report.gallery import pick
 

@@ -57,8 +57,14 @@ def evaluate(
         from vidclf.evaluate import evaluate_samples, split_samples
         from vidclf.output import stderr
 
+        if report_dir is None and (animate or neighbours):
+            raise typer.BadParameter("needs --report DIR", param_hint="--animate" if animate else "--neighbours")
         rank = distributed.setup(resolve_device(device).type)
         try:
+            if report_dir is not None and rank.is_main:
+                from vidclf.report import make_folder
+
+                make_folder(report_dir)
             clf, dev = load_classifier(model, device, quiet or not rank.is_main)
             saved = checkpoint.load(clf.path)
             trained = saved.get("train_config", {})

@@ -22,6 +22,7 @@ import torch
 from vidclf.checkpoint import Classifier
 from vidclf.data.decoder import Decoder
 from vidclf.data.files import Sample
+from vidclf.errors import VidclfError
 from vidclf.report.gallery import Neighbour, Pick, clips_seen, nearest_training, pick
 from vidclf.report.page import Card, Gallery, render
 
@@ -73,10 +74,30 @@ def write(folder: Path, selection: Selection, *, clf: Classifier, checkpoint: di
           workers: int = 0) -> Path:
     """Write folder/index.html and its pictures; returns the page's path. index.html comes last and
     whole (renamed into place), so a folder with one is a finished report."""
+    try:
+        return _write(folder, selection, clf=clf, checkpoint=checkpoint, evaluated=evaluated, evaluation=evaluation,
+                      animate=animate, decoder=decoder, batch_size=batch_size, workers=workers)
+    except OSError as err:  # a full disk, say: one line, not a traceback
+        raise _cannot_write(folder, err) from err
+
+
+def make_folder(folder: Path) -> None:
+    """Made before the evaluation, so that a folder that cannot be written fails at once, not after it."""
+    try:
+        (folder / "frames").mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise _cannot_write(folder, err) from err
+
+
+def _cannot_write(folder: Path, err: OSError) -> VidclfError:
+    return VidclfError(f"{folder}: could not write the report ({err.strerror or err})")
+
+
+def _write(folder: Path, selection: Selection, *, clf: Classifier, checkpoint: dict, evaluated: Evaluated,
+           evaluation: dict, animate: bool, decoder: Decoder | None, batch_size: int, workers: int) -> Path:
     from vidclf.plots import save_confusion
 
-    frames_dir = folder / "frames"
-    frames_dir.mkdir(parents=True, exist_ok=True)
+    make_folder(folder)
     images = {"confusion": save_confusion(evaluation["confusion_matrix"], clf.classes,
                                           folder / "confusion.png").name}
     images |= _training_curves(clf.path.parent, checkpoint, folder)

@@ -39,15 +39,16 @@ class Gallery:
 def render(*, title: str, settings: list[tuple[str, str]], metrics: list[tuple[str, str]],
            failed: list[dict], images: dict[str, str], per_class: list[dict], confusion: list[list[int]],
            classes: list[str], galleries: list[Gallery]) -> str:
-    """The whole page. `images` maps confusion, curves and metrics_csv to paths inside the report."""
-    nav = [("summary", "summary"), ("classes", "per class")] + [(g.anchor, g.title) for g in galleries]
+    """The whole page. `images` maps confusion, and curves and metrics_csv if any, to paths inside the report."""
+    nav = [("summary", "summary"), ("classes", "classes")] + [(g.anchor, g.title.lower()) for g in galleries]
+    nav += [("training", "training")] if "curves" in images else []
     body = [
         f"<header><h1>{escape(title)}</h1><nav>"
         + "".join(f'<a href="#{a}">{escape(t)}</a>' for a, t in nav) + "</nav></header><main>",
         _summary(settings, metrics, failed),
-        _pictures(images),
-        _class_table(per_class, confusion, classes),
+        _classes(per_class, confusion, classes, images["confusion"]),
         *(_gallery(g) for g in galleries),
+        _training(images) if "curves" in images else "",
         "</main>",
     ]
     return (f'<!doctype html><html lang="en"><head><meta charset="utf-8">'
@@ -68,26 +69,25 @@ def _summary(settings: list[tuple[str, str]], metrics: list[tuple[str, str]], fa
             f'<details><summary>checkpoint and settings</summary><dl class="settings">{rows}</dl></details></section>')
 
 
-def _pictures(images: dict[str, str]) -> str:
-    parts = [f'<figure><img src="{escape(images["confusion"])}" alt="confusion matrix">'
-             "<figcaption>confusion matrix: rows are the true classes</figcaption></figure>"]
-    if "curves" in images:
-        csv = (f' (<a href="{escape(images["metrics_csv"])}">metrics.csv</a>)' if "metrics_csv" in images else "")
-        parts.append(f'<figure><img src="{escape(images["curves"])}" alt="training curves">'
-                     f"<figcaption>training: loss and accuracy per epoch{csv}</figcaption></figure>")
-    return f'<section id="pictures" class="pictures">{"".join(parts)}</section>'
-
-
-def _class_table(per_class: list[dict], confusion: list[list[int]], classes: list[str]) -> str:
+def _classes(per_class: list[dict], confusion: list[list[int]], classes: list[str], image: str) -> str:
+    """The per-class table (sortable) beside the confusion matrix."""
     head = "".join(f"<th>{c}</th>" for c in ("class", "precision", "recall", "F1", "videos", "most often taken for"))
     rows = []
     for i, row in enumerate(per_class):
         rows.append(f"<tr><td>{escape(row['class'])}</td>"
                     + "".join(f'<td data-value="{row[m]:.6f}">{row[m]:.3f}</td>' for m in ("precision", "recall", "f1"))
                     + f"<td>{row['support']}</td><td>{_confused_with(confusion[i], i, classes)}</td></tr>")
-    return (f'<section id="classes"><h2>Per class</h2><p class="note">Click a column to sort it.</p>'
-            f'<div class="scroll"><table class="sortable"><thead><tr>{head}</tr></thead>'
-            f'<tbody>{"".join(rows)}</tbody></table></div></section>')
+    table = (f'<div class="scroll"><table class="sortable"><thead><tr>{head}</tr></thead>'
+             f'<tbody>{"".join(rows)}</tbody></table><p class="note">Click a column to sort by it.</p></div>')
+    figure = (f'<figure><a href="{escape(image)}"><img src="{escape(image)}" alt="confusion matrix, rows: the true '
+              f'classes"></a></figure>')
+    return f'<section id="classes"><h2>Classes</h2><div class="side">{table}{figure}</div></section>'
+
+
+def _training(images: dict[str, str]) -> str:
+    csv = f' (<a href="{escape(images["metrics_csv"])}">metrics.csv</a>)' if "metrics_csv" in images else ""
+    return (f'<section id="training"><h2>Training</h2><figure><img src="{escape(images["curves"])}" '
+            f'alt="training curves"><figcaption>loss and accuracy per epoch{csv}</figcaption></figure></section>')
 
 
 def _confused_with(row: list[int], own: int, classes: list[str]) -> str:
@@ -109,34 +109,32 @@ def _gallery(gallery: Gallery) -> str:
 
 
 def _card(card: Card, number: int) -> str:
-    predicted = card.topk[0][0] if card.topk else ""
+    """A video: its path (a link to the file), the verdict and the top classes, then what the model saw,
+    a view a row across the page's whole width (16 frames need it)."""
+    predicted, score = card.topk[0] if card.topk else ("", 0.0)
     verdict = "right" if predicted == card.truth else "wrong"
     bars = "".join(
         f'<li class="{"truth" if label == card.truth else ""}"><span class="label">{escape(label)}</span>'
-        f'<span class="bar"><i style="width:{100 * score:.1f}%"></i></span><span class="score">{score:.3f}</span></li>'
-        for label, score in card.topk)
-    head = (f'<div class="head"><span class="n">{number}</span><a href="{escape(_file_url(card.path))}" '
-            f'title="{escape(card.path)}">{escape(card.path)}</a></div>'
-            f'<div class="truth-line">true class <b>{escape(card.truth)}</b> {card.truth_score:.3f} · predicted '
-            f'<b class="{verdict}">{escape(predicted)}</b> {card.topk[0][1] if card.topk else 0:.3f}</div>')
-    seen = "".join(
+        f'<span class="bar"><i style="width:{100 * p:.1f}%"></i></span><span class="score">{p:.3f}</span></li>'
+        for label, p in card.topk)
+    animation = (f'<img class="animation" src="{escape(card.animation)}" width="{card.frame_size}" '
+                 f'height="{card.frame_size}" loading="lazy" alt="the centre clip, playing">' if card.animation else "")
+    strips = "".join(
         f'<div class="strip"><span>{escape(caption)}</span><div class="frames" style="--n:{card.frames}">'
         f'<img src="{escape(src)}" width="{card.frames * card.frame_size}" height="{card.frame_size}" '
         f'loading="lazy" alt="{escape(caption)}"></div></div>'
         for caption, src in card.strips)
-    if card.animation:
-        seen = (f'<img class="animation" src="{escape(card.animation)}" width="{card.frame_size}" '
-                f'height="{card.frame_size}" loading="lazy" alt="the centre clip, playing">'
-                f'<div class="strips">{seen}</div>')
-    if card.error:
-        seen = f'<p class="failed-line">{escape(card.error)}</p>'
+    seen = f'<p class="failed-line">{escape(card.error)}</p>' if card.error else strips
     near = ""
     if card.neighbours:
         near = ('<div class="near">nearest training videos: ' + " · ".join(
             f'<a href="{escape(_file_url(p))}" title="{escape(p)}">{escape(Path(p).name)}</a> '
             f'<b>{escape(label)}</b> {similarity:.3f}' for p, label, similarity in card.neighbours) + "</div>")
-    return (f'<article class="video" data-path="{escape(card.path)}">{head}<div class="body">'
-            f'<ol class="topk">{bars}</ol><div class="seen">{seen}</div></div>{near}</article>')
+    return (f'<article class="video" data-path="{escape(card.path)}"><div class="head"><span class="n">{number}</span>'
+            f'<a href="{escape(_file_url(card.path))}" title="{escape(card.path)}">{escape(card.path)}</a></div>'
+            f'<div class="body"><div class="verdict"><div><div class="truth-line">true class <b>{escape(card.truth)}'
+            f'</b> {card.truth_score:.3f} · predicted <b class="{verdict}">{escape(predicted)}</b> {score:.3f}</div>'
+            f'<ol class="topk">{bars}</ol></div>{animation}</div>{seen}{near}</div></article>')
 
 
 def _file_url(path: str) -> str:
@@ -177,10 +175,11 @@ summary { cursor: pointer; color: var(--accent); }
 dl.settings { display: grid; grid-template-columns: max-content 1fr; gap: 3px 18px; margin: 10px 0 0; }
 dt { color: var(--muted); }
 dd { margin: 0; overflow-wrap: anywhere; }
-.pictures { display: flex; flex-wrap: wrap; gap: 24px; align-items: flex-start; }
+.side { display: flex; flex-wrap: wrap; gap: 24px; align-items: flex-start; }
 figure { margin: 0; flex: 0 1 auto; max-width: 100%; }
+.side figure { flex: 1 1 360px; }
 figure img { max-width: 100%; height: auto; display: block; }
-.scroll { max-height: 70vh; overflow: auto; }
+.scroll { max-height: 80vh; overflow: auto; flex: none; max-width: 100%; }
 table { border-collapse: collapse; font-variant-numeric: tabular-nums; }
 th, td { padding: 4px 12px; border-bottom: 1px solid var(--line); text-align: right; white-space: nowrap; }
 th:first-child, td:first-child, th:last-child, td:last-child { text-align: left; }
@@ -191,28 +190,27 @@ th[data-order="desc"]::after { content: " \\25BC"; font-size: 10px; }
 .video { border-top: 1px solid var(--line); padding: 12px 0; }
 .head { display: flex; gap: 10px; align-items: baseline; font-size: 14px; overflow-wrap: anywhere; }
 .head .n { color: var(--muted); font-variant-numeric: tabular-nums; min-width: 2em; }
-.truth-line { font-size: 14px; margin: 2px 0 8px 2.6em; }
+.truth-line { font-size: 14px; margin: 2px 0 6px; }
 .right { color: var(--good); }
 .wrong { color: var(--bad); }
-.body { display: flex; gap: 20px; align-items: flex-start; margin-left: 2.6em; }
-.topk { list-style: none; margin: 0; padding: 0; width: 250px; flex: none; font-size: 13px; }
-.topk li { display: grid; grid-template-columns: 90px 1fr 44px; gap: 6px; align-items: center; }
+.body { margin-left: 2.6em; }
+.verdict { display: flex; gap: 28px; align-items: flex-start; margin-bottom: 8px; }
+.topk { list-style: none; margin: 0; padding: 0; width: 320px; font-size: 13px; }
+.topk li { display: grid; grid-template-columns: 120px 1fr 44px; gap: 8px; align-items: center; }
 .topk .label { overflow: hidden; text-overflow: ellipsis; white-space: nowrap; }
 .topk li.truth .label { color: var(--good); font-weight: 600; }
 .topk .bar { background: #eef1f4; height: 10px; border-radius: 3px; overflow: hidden; }
 .topk .bar i { display: block; height: 100%; background: var(--bar); }
 .topk .score { text-align: right; font-variant-numeric: tabular-nums; }
-.seen { display: flex; gap: 12px; align-items: flex-start; min-width: 0; flex: 1; }
-.strips { min-width: 0; flex: 1; }
-.strip { display: flex; align-items: center; gap: 8px; margin-bottom: 4px; }
-.strip > span { width: 88px; flex: none; color: var(--muted); font-size: 12px; text-align: right; }
+.strip { display: flex; align-items: center; gap: 8px; margin-bottom: 3px; }
+.strip > span { width: 76px; flex: none; color: var(--muted); font-size: 12px; text-align: right; }
 .frames { position: relative; min-width: 0; line-height: 0; }
 .frames img { max-width: 100%; height: auto; image-rendering: pixelated; }
 .frames::after { content: ""; position: absolute; inset: 0; pointer-events: none;
                  background: repeating-linear-gradient(90deg, transparent 0 calc(100% / var(--n) - 1px),
                                                        #fff calc(100% / var(--n) - 1px) calc(100% / var(--n))); }
 .animation { image-rendering: pixelated; border-radius: 4px; flex: none; }
-.near { font-size: 13px; color: var(--muted); margin: 8px 0 0 2.6em; }
+.near { font-size: 13px; color: var(--muted); margin: 8px 0 0; }
 .near b { color: var(--ink); font-weight: 600; }
 .more { color: var(--muted); font-style: italic; border-top: 1px solid var(--line); padding-top: 10px; }
 """
