@@ -223,7 +223,7 @@ def test_a_large_evaluation_caps_the_gallery_and_says_how_many_are_left_out(trai
     evaluation = {"clip_accuracy": 0.0, **compute_metrics(confusion, top_k_correct=0, classes=clf.classes, k=5),
                   "failed": [{"path": f"lost/{i}.mp4", "error": f"lost/{i}.mp4: no such file"} for i in range(3)]}
     errors, unsure = pick(probabilities, labels, limit=10)
-    evaluated = Evaluated(samples, "big", "val", (1, 1), 5)
+    evaluated = Evaluated(samples, "big", "val", (1, 1))
     index = write(tmp_path / "out", Selection(probabilities, errors, unsure, {}), clf=clf,
                   checkpoint=checkpoint.load(trained), evaluated=evaluated, evaluation=evaluation)
     html = index.read_text(encoding="utf-8")

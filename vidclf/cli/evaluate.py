@@ -84,7 +84,7 @@ def evaluate(
             if report_dir is not None:
                 from vidclf.report import Evaluated, select
 
-                evaluated = Evaluated(samples, source, split, (clips, crops), top_k)
+                evaluated = Evaluated(samples, source, split, (clips, crops))
                 training = split_samples(source, "train", clf.classes, val_split=trained.get("val_split", 0.2),
                                          seed=trained.get("seed", 0)) if neighbours else None
                 with progress(quiet or not rank.is_main or not neighbours) as bar:

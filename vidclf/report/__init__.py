@@ -49,7 +49,6 @@ class Evaluated:
     source: str
     split: str
     views: tuple[int, int]  # (clips, crops)
-    top_k: int
 
 
 def select(clf: Classifier, evaluated: Evaluated, probabilities: torch.Tensor, *, limit: int,
@@ -121,7 +120,7 @@ def _write(folder: Path, selection: Selection, *, clf: Classifier, checkpoint: d
     return index
 
 
-def view_names(views: tuple[int, int]) -> list[str]:
+def _view_names(views: tuple[int, int]) -> list[str]:
     """What each view of `views.load_views` is, in its order: the centre clip, then each spread clip's crops."""
     clips, crops = views
     if views == (1, 1):
@@ -136,7 +135,7 @@ def _cards(folder: Path, selection: Selection, *, clf: Classifier, evaluated: Ev
     from vidclf.report.images import animation_suffix, save_animation, save_filmstrip
 
     samples, classes, pre = evaluated.samples, clf.classes, clf.preprocess
-    names = view_names(evaluated.views)
+    names = _view_names(evaluated.views)
     shown_px = pre.size * max(1, -(-MIN_SHOWN_PX // pre.size))
     cards = {}
     for index, seen in clips_seen(clf, samples, selection.errors.shown + selection.unsure.shown,
@@ -192,8 +191,7 @@ def _training_curves(run: Path, checkpoint: dict, folder: Path) -> dict[str, str
 def _settings(clf: Classifier, checkpoint: dict, evaluated: Evaluated) -> list[tuple[str, str]]:
     spec, pre, trained = checkpoint["model"], clf.preprocess, checkpoint.get("train_config", {})
     clips, crops = evaluated.views
-    epochs = f"{checkpoint['epoch']}" + (f" of {trained['epochs']}" if "epochs" in trained else "") \
-        if "epoch" in checkpoint else "unknown"
+    epochs = str(checkpoint.get("epoch", "?")) + (f" of {trained['epochs']}" if "epochs" in trained else "")
     return [
         ("checkpoint", str(clf.path)),
         ("written by", f"vidclf {checkpoint.get('vidclf_version', '?')}, trained {epochs} epochs"
