@@ -12,6 +12,12 @@ the last epoch's validation accuracy (not the best epoch's: that would pick on t
     python benchmarks/accuracy.py                                  # both tasks, 3 seeds (about 40 min on 2 cores)
     python benchmarks/accuracy.py --tasks speed --archs cnn-lstm --inputs rgb,diff --seeds 1
     python benchmarks/accuracy.py --tasks motion --inputs rgb+diff --caches on,off   # JPEG cache vs decoded frames
+    python benchmarks/accuracy.py --tasks motion --archs cnn-lstm --inputs rgb+diff --imbalance 10 \
+        --balances none,sampler,weights --no-controls                         # imbalanced classes
+
+`--imbalance R` keeps a geometric share of each class's training clips, from all of them for the
+first class down to 1/R for the last (validation stays balanced, so its accuracy is the mean
+per-class accuracy); "class acc" is the last epoch's mean per-class validation accuracy.
 
 "decoded val acc" scores each run's last.pt on validation clips decoded from the videos, as
 `predict` sees them; "val acc" is what training measured (on cached frames when the cache is on).
@@ -41,9 +47,15 @@ from vidclf.data.video import load_clip
 console = Console(stderr=True)
 
 
-def write_split(root: Path, task: str, train_per_class: int, val_per_class: int, frames: int, size: int) -> None:
+def write_split(root: Path, task: str, train_per_class: int, val_per_class: int, frames: int, size: int,
+                imbalance: float = 1.0) -> None:
     write_dataset(root / "train", task=task, clips_per_class=train_per_class, frames=frames, size=size, seed=0)
     write_dataset(root / "val", task=task, clips_per_class=val_per_class, frames=frames, size=size, seed=1)
+    names = task_classes(task)
+    for i, name in enumerate(names):  # class i keeps R^(-i/(k-1)) of its clips
+        keep = max(1, round(train_per_class * imbalance ** (-i / max(len(names) - 1, 1))))
+        for path in sorted((root / "train" / name).iterdir())[keep:]:
+            path.unlink()
 
 
 def diff_features(path: str, frames: int, size: int) -> np.ndarray:
@@ -79,14 +91,16 @@ def logistic_regression_accuracy(data: Path, frames: int, size: int) -> float:
 
 
 def fit_accuracy(data: Path, out: Path, args, *, arch: str, input_mode: str, frames: int, seed: int,
-                 cached: bool = True) -> tuple[float, float]:
+                 cached: bool = True, balance: str = "none") -> tuple[float, float, float]:
     """(the last epoch's validation accuracy as training measured it, on cached frames when `cached`;
-    the same model's accuracy on frames decoded from the videos, as `predict` sees them)."""
+    its mean per-class accuracy; the same model's accuracy on frames decoded from the videos, as
+    `predict` sees them)."""
     cfg = TrainConfig(data=str(data), arch=arch, input=input_mode, num_frames=frames, size=args.size,
-                      epochs=args.epochs, seed=seed, workers=args.workers, device=args.device,
+                      epochs=args.epochs, seed=seed, workers=args.workers, device=args.device, balance=balance,
                       cache=str(out / "cache") if cached else None, out=str(out / "models"))
     result = fit(cfg, console=Console(stderr=True, quiet=True), show_progress=False)
-    return result.history[-1]["val_acc"], decoded_accuracy(result.run_dir / "last.pt", data)
+    last = result.history[-1]
+    return last["val_acc"], last["val_class_acc"], decoded_accuracy(result.run_dir / "last.pt", data)
 
 
 def decoded_accuracy(checkpoint: Path, data: Path) -> float:
@@ -120,11 +134,15 @@ def main() -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--caches", default="on", help="on, off or on,off: train from the decode cache (JPEG "
                                                          "frames) and/or from frames decoded each epoch")
+    parser.add_argument("--imbalance", type=float, default=1.0, help="largest/smallest training class")
+    parser.add_argument("--balances", default="none", help="--balance modes to train with: none,sampler,weights")
+    parser.add_argument("--no-controls", action="store_true", help="skip the single-frame and logistic controls")
     args = parser.parse_args()
     seeds = range(args.seeds)
     table = Table(title=f"validation accuracy, mean ± sd over {args.seeds} seeds; {args.train_clips} train / "
-                        f"{args.val_clips} val clips per task, T={args.frames}, {args.size}², {args.epochs} epochs")
-    for col in ("task", "model", "input", "cache", "val acc", "decoded val acc", "runs"):
+                        f"{args.val_clips} val clips per task, T={args.frames}, {args.size}², {args.epochs} epochs"
+                        + (f", training classes {args.imbalance:g}:1" if args.imbalance != 1 else ""))
+    for col in ("task", "model", "input", "cache", "balance", "val acc", "class acc", "decoded val acc", "runs"):
         table.add_column(col, justify="right" if "acc" in col else "left")
 
     def add(*cells: str) -> None:
@@ -135,17 +153,20 @@ def main() -> None:
         for task in args.tasks.split(","):
             k = len(task_classes(task))
             data = Path(tmp) / task
-            write_split(data, task, args.train_clips // k, args.val_clips // k, args.frames, args.size)
-            add(task, "frame-diff logistic regression", "2 features", "-",
-                f"{logistic_regression_accuracy(data, args.frames, args.size):.3f}", "-", "1")
-            runs = [("cnn-lstm (single frame)", "cnn-lstm", "rgb", 1)]
+            write_split(data, task, args.train_clips // k, args.val_clips // k, args.frames, args.size, args.imbalance)
+            runs = []
+            if not args.no_controls:
+                add(task, "frame-diff logistic regression", "2 features", "-", "-",
+                    f"{logistic_regression_accuracy(data, args.frames, args.size):.3f}", "-", "-", "1")
+                runs = [("cnn-lstm (single frame)", "cnn-lstm", "rgb", 1)]
             runs += [(arch, arch, inp, args.frames) for arch in args.archs.split(",") for inp in args.inputs.split(",")]
-            for (label, arch, inp, frames), cache in [(r, c) for r in runs for c in args.caches.split(",")]:
-                pairs = [fit_accuracy(data, Path(tmp), args, arch=arch, input_mode=inp, frames=frames, seed=s,
-                                      cached=cache == "on") for s in seeds]
-                accs, decoded = [a for a, _ in pairs], [d for _, d in pairs]
-                add(task, label, inp, cache, summary(accs), summary(decoded),
-                    " ".join(f"{a:.3f}/{d:.3f}" for a, d in pairs))
+            for (label, arch, inp, frames), cache, balance in [(r, c, b) for r in runs for c in args.caches.split(",")
+                                                               for b in args.balances.split(",")]:
+                scores = [fit_accuracy(data, Path(tmp), args, arch=arch, input_mode=inp, frames=frames, seed=s,
+                                       cached=cache == "on", balance=balance) for s in seeds]
+                accs, class_accs, decoded = zip(*scores)
+                add(task, label, inp, cache, balance, summary(accs), summary(class_accs), summary(decoded),
+                    " ".join(f"{a:.3f}/{d:.3f}" for a, _, d in scores))
     Console().print(table)
 
 

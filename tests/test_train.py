@@ -163,8 +163,9 @@ def test_one_training_step_updates_the_weights_and_counts_its_clips(synth_data, 
 
 def test_validation_counts_every_validation_clip_once(synth_data, tmp_path):
     trainer = _built(synth_data, tmp_path)
-    loss, acc, clips = trainer.validate()
-    assert clips == len(trainer.run.val_loader.dataset) == 3 and 0 <= acc <= 1 and loss > 0
+    val = trainer.validate()
+    assert val["val_clips"] == len(trainer.run.val_loader.dataset) == 3 and 0 <= val["val_acc"] <= 1 and val["val_loss"] > 0
+    assert val["val_class_acc"] == val["val_acc"]  # one clip of each class: the mean of the classes is the accuracy
 
 
 def test_checkpoint_decision_keeps_the_best_and_stops_when_patience_runs_out(synth_data, tmp_path):

@@ -15,6 +15,7 @@ import torch
 from rich.markup import escape
 
 from vidclf import distributed
+from vidclf.data.balance import BALANCE, class_weights
 from vidclf.data.cache import DEFAULT_SIZE, ClipCache, default_cache_dir, parse_size, settings_key
 from vidclf.data.datasets import ClipDataset, EpochSampler, clip_loader, default_workers
 from vidclf.data.files import Splits, scan
@@ -49,7 +50,8 @@ class TrainConfig:
     seed: int = 0
     hflip: bool = False  # flips turn 'left' into 'right': off unless direction does not matter
     patience: int | None = None  # stop after this many epochs without a better validation metric
-    monitor: str = "val_acc"  # val_acc | val_loss: what "best" means
+    monitor: str = "val_acc"  # val_acc | val_class_acc (mean per-class accuracy) | val_loss: what "best" means
+    balance: str = "none"  # none | sampler (class-balanced epochs) | weights (inverse-frequency loss weights)
     workers: int | None = None  # DataLoader processes; None: the cores this process may use
     device: str = "auto"  # auto | cpu | cuda[:N]
     precision: str = "auto"  # auto | 32 | bf16 | 16
@@ -94,6 +96,7 @@ class Run:
     dtype: torch.dtype | None  # autocast dtype; None is float32
     run_dir: Path
     state: TrainState
+    loss_weights: torch.Tensor | None = None  # per class, with --balance weights
 
 
 def build_run(cfg: TrainConfig, *, device: torch.device, rank: distributed.Rank, say: Callable[[str], None],
@@ -120,8 +123,11 @@ def build_run(cfg: TrainConfig, *, device: torch.device, rank: distributed.Rank,
     run_dir = distributed.broadcast(run_dir or _new_run_dir(cfg))
     if rank.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
+    weights = None
+    if cfg.balance == "weights":
+        weights = torch.tensor(class_weights([s.label for s in splits.train], len(splits.classes)), device=device)
     return Run(cfg, device, rank, splits.classes, pre, cache, train_set, sampler, train_loader, val_loader, model,
-               _wrap(model, cfg, device, rank), optimizer, scheduler, scaler, dtype, run_dir, state)
+               _wrap(model, cfg, device, rank), optimizer, scheduler, scaler, dtype, run_dir, state, weights)
 
 
 def _check_recipe(cfg: TrainConfig) -> None:
@@ -133,6 +139,10 @@ def _check_recipe(cfg: TrainConfig) -> None:
         raise ValueError(f"--label-smoothing should be in [0, 1), got {cfg.label_smoothing}")
     if cfg.warmup < 0:
         raise ValueError(f"--warmup should be ≥ 0 epochs, got {cfg.warmup}")
+    if cfg.balance not in BALANCE:
+        raise ValueError(f"--balance should be one of {', '.join(BALANCE)}, got {cfg.balance!r}")
+    if cfg.monitor not in MONITORS:
+        raise ValueError(f"--monitor should be one of {', '.join(MONITORS)}, got {cfg.monitor!r}")
 
 
 def _cache(cfg: TrainConfig, splits: Splits, pre: Preprocess, say: Callable[[str], None]) -> ClipCache | None:
@@ -158,7 +168,8 @@ def _data(cfg: TrainConfig, splits: Splits, pre: Preprocess, cache: ClipCache | 
     decoder = Decoder(cfg.decode_timeout or None)
     train_set = ClipDataset(splits.train, pre, train=True, seed=cfg.seed, cache=cache, decoder=decoder)
     val_set = ClipDataset(splits.val, pre, train=False, seed=cfg.seed, cache=cache, decoder=decoder)
-    sampler = EpochSampler(len(train_set), shuffle=True, seed=cfg.seed, rank=rank.rank, world=rank.world)
+    labels = [s.label for s in splits.train] if cfg.balance == "sampler" else None
+    sampler = EpochSampler(len(train_set), shuffle=True, seed=cfg.seed, rank=rank.rank, world=rank.world, labels=labels)
     workers = default_workers() if cfg.workers is None else cfg.workers
     loader = clip_loader(train_set, batch_size=cfg.batch_size, workers=workers, device=device,
                          pad_to=cfg.num_frames, sampler=sampler)
@@ -171,6 +182,7 @@ def _data(cfg: TrainConfig, splits: Splits, pre: Preprocess, cache: ClipCache | 
 
 
 SCHEDULES = ("cosine", "step", "constant")
+MONITORS = ("val_acc", "val_class_acc", "val_loss")
 
 
 def _scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig, steps_per_epoch: int) -> torch.optim.lr_scheduler.LambdaLR:

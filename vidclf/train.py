@@ -215,47 +215,56 @@ class Trainer:
         return torch.stack([loss.detach().double() * n, correct.double()]), n
 
     def loss(self, logits: torch.Tensor, labels: torch.Tensor, mixed: Mixed | None = None) -> torch.Tensor:
-        """The training loss: cross-entropy against targets smoothed by --label-smoothing; for mixed
-        clips, the mix of the losses against both clips' labels, by the clips' shares."""
-        smoothing = self.run.cfg.label_smoothing
-        loss = F.cross_entropy(logits, labels, label_smoothing=smoothing)
+        """The training loss: cross-entropy against targets smoothed by --label-smoothing, classes weighed
+        by --balance weights; for mixed clips, the mix of the losses against both clips' labels, by the clips' shares."""
+        def against(targets: torch.Tensor) -> torch.Tensor:
+            return F.cross_entropy(logits, targets, weight=self.run.loss_weights, label_smoothing=self.run.cfg.label_smoothing)
+
+        loss = against(labels)
         if mixed is None:
             return loss
-        partner = F.cross_entropy(logits, mixed.partner_labels, label_smoothing=smoothing)
-        return mixed.weight * loss + (1 - mixed.weight) * partner
+        return mixed.weight * loss + (1 - mixed.weight) * against(mixed.partner_labels)
 
-    def validate(self) -> tuple[float | None, float | None, int]:
-        """(loss, accuracy, clips) over the validation split, each clip counted once across ranks."""
+    def validate(self) -> dict:
+        """Loss, accuracy and mean per-class accuracy over the validation split, each clip counted once
+        across ranks (all None without validation clips), and the clips counted."""
         run = self.run
         if run.val_loader is None:
-            return None, None, 0
+            return {"val_loss": None, "val_acc": None, "val_class_acc": None, "val_clips": 0}
         # Validate the bare model. Under DDP, shards may differ by a batch, and DDP's forward would
         # broadcast buffers, a collective the rank with fewer batches never joins. Compiled with CUDA
         # graphs, inference graphs recorded beside the training ones crashed or hung the process
         # (torch 2.11, H100; pytorch/pytorch#128218).
-        net = run.model
-        loss, correct, count = 0.0, 0.0, 0.0
-        for batch, logits in iter_logits(net, run.val_loader, run.pre, run.device, run.dtype):
+        classes = len(run.classes)
+        loss, correct, count = 0.0, torch.zeros(classes, dtype=torch.float64), torch.zeros(classes, dtype=torch.float64)
+        for batch, logits in iter_logits(run.model, run.val_loader, run.pre, run.device, run.dtype):
             self.report(batch)
             if len(logits):
                 loss += float(F.cross_entropy(logits, batch.labels, reduction="sum"))
-                correct += float((logits.argmax(1) == batch.labels).sum())
-                count += len(batch.labels)
-        loss, correct, count = distributed.all_sum([loss, correct, count], run.device)
-        return (loss / count, correct / count, int(count)) if count else (None, None, 0)
+                hits = (logits.argmax(1) == batch.labels).double().cpu()
+                correct.index_add_(0, batch.labels.cpu(), hits)
+                count.index_add_(0, batch.labels.cpu(), torch.ones_like(hits))
+        totals = distributed.all_sum([loss, *correct.tolist(), *count.tolist()], run.device)
+        loss, correct, count = totals[0], *torch.tensor(totals[1:], dtype=torch.float64).view(2, classes)
+        clips = int(count.sum())
+        if not clips:
+            return {"val_loss": None, "val_acc": None, "val_class_acc": None, "val_clips": 0}
+        present = count > 0
+        return {"val_loss": loss / clips, "val_acc": float(correct.sum()) / clips,
+                "val_class_acc": float((correct[present] / count[present]).mean()), "val_clips": clips}
 
     def epoch_row(self, epoch: int, sums: dict) -> dict:
         """Validate, then the epoch's metrics over all ranks: logged, drawn, and kept in the history."""
         run = self.run
         loss, correct, count, wait, seconds = distributed.all_sum([sums[k] for k in SUMS], run.device)
         val_start = time.perf_counter()
-        val_loss, val_acc, val_clips = self.validate()
+        val = self.validate()
         seconds /= run.rank.world
         row = {
             "epoch": epoch + 1, "train_loss": loss / max(count, 1), "train_acc": correct / max(count, 1),
-            "val_loss": val_loss, "val_acc": val_acc, "lr": self.lr,
+            "val_loss": val["val_loss"], "val_acc": val["val_acc"], "val_class_acc": val["val_class_acc"], "lr": self.lr,
             "seconds": seconds + time.perf_counter() - val_start, "clips_per_s": count / max(seconds, 1e-9),
-            "data_wait": wait / max(seconds * run.rank.world, 1e-9), "train_clips": int(count), "val_clips": val_clips,
+            "data_wait": wait / max(seconds * run.rank.world, 1e-9), "train_clips": int(count), "val_clips": val["val_clips"],
         }
         run.state.history.append(row)
         self.log.add(row, run.state.history)

@@ -14,8 +14,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from vidclf.errors import WriteError
 
-METRIC_COLUMNS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds", "clips_per_s",
-                  "data_wait", "train_clips", "val_clips")
+METRIC_COLUMNS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "val_class_acc", "lr", "seconds",
+                  "clips_per_s", "data_wait", "train_clips", "val_clips")
 
 
 def epoch_progress(console: Console, epoch: int, epochs: int, *, enabled: bool) -> Progress:
@@ -51,7 +51,7 @@ class EpochLog:
 
     def _print(self, row: dict) -> None:
         if not self.header_shown:
-            self.console.print("[bold]epoch  train loss  train acc  val loss  val acc       lr    time  clips/s  wait")
+            self.console.print("[bold]epoch  train loss  train acc  val loss  val acc  class acc       lr    time  clips/s  wait")
             self.header_shown = True
 
         def num(v, fmt):
@@ -59,7 +59,8 @@ class EpochLog:
 
         self.console.print(
             f"{row['epoch']:>5}  {row['train_loss']:>10.4f}  {row['train_acc']:>9.3f}  "
-            f"{num(row['val_loss'], '>8.4f'):>8}  {num(row['val_acc'], '>7.3f'):>7}  {row['lr']:>7.1e}  "
+            f"{num(row['val_loss'], '>8.4f'):>8}  {num(row['val_acc'], '>7.3f'):>7}  "
+            f"{num(row['val_class_acc'], '>9.3f'):>9}  {row['lr']:>7.1e}  "
             f"{row['seconds']:>5.1f}s  {row['clips_per_s']:>7.1f}  {row['data_wait']:>4.0%}"
         )
 

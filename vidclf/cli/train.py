@@ -38,7 +38,9 @@ def train(
     mix_alpha: Annotated[float, typer.Option(help="Mixing weights are drawn from Beta(α, α).")] = 0.2,
     val_split: Annotated[float, typer.Option(help="Fraction of each class held out when there is no val/ folder.")] = 0.2,
     patience: Annotated[Optional[int], typer.Option(help="Stop after N epochs without a better --monitor.")] = None,
-    monitor: Annotated[str, typer.Option(help="val_acc or val_loss: what the best checkpoint is best at.")] = "val_acc",
+    monitor: Annotated[str, typer.Option(help="val_acc, val_class_acc (mean per-class accuracy) or val_loss: what the best checkpoint is best at.")] = "val_acc",
+    balance: Annotated[str, typer.Option(help="none, sampler (each epoch draws every class equally often) or weights "
+                                              "(loss weights by inverse class frequency): for imbalanced classes.")] = "none",
     hflip: Annotated[bool, typer.Option(help="Random horizontal flips (they turn 'left' into 'right').")] = False,
     seed: Annotated[int, typer.Option(help="Seeds data order, sampling, augmentation and weights.")] = 0,
     workers: Workers = None,

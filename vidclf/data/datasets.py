@@ -11,11 +11,13 @@ import functools
 import os
 import random
 import weakref
+from collections import Counter
 from typing import NamedTuple, Sequence
 
 import numpy as np
 import torch
 
+from vidclf.data.balance import balanced_order
 from vidclf.data.cache import ClipCache, settings_key
 from vidclf.data.entry import write_entry
 from vidclf.data.decoder import Decoder
@@ -127,14 +129,14 @@ class ClipDataset(torch.utils.data.Dataset):
         self.cache.added(entry, *written)
         return self.cache.read(path, settings, choose)  # what a later epoch reads: cold = warm
 
-    def _clip(self, index: int, epoch: int) -> Clip | Failure:
+    def _clip(self, index: int, epoch: int, draw: int = 0) -> Clip | Failure:
         from vidclf.data.video import VideoError
 
         if index in self.known_bad:
             return self.known_bad[index]
         path, label = self.samples[index]
         try:
-            frames = self._frames(path, f"{self.seed}|{epoch}|{index}")
+            frames = self._frames(path, f"{self.seed}|{epoch}|{index}" + (f"|{draw}" if draw else ""))
         except (VideoError, OSError) as err:  # OSError: gone since the scan, or its mount died (the cache stats it)
             reason = str(err) if isinstance(err, VideoError) else f"{path}: cannot be read ({err.strerror or err})"
             self.known_bad[index] = Failure(path, reason, index)
@@ -146,14 +148,14 @@ class ClipDataset(torch.utils.data.Dataset):
         random.Random(f"replace|{self.seed}|{epoch}|{index}").shuffle(order)
         return order
 
-    def __getitem__(self, key: int | tuple[int, int]) -> Clip | Failure:
-        index, epoch = key if isinstance(key, tuple) else (key, 0)
-        item = self._clip(index, epoch)
+    def __getitem__(self, key: int | tuple[int, int] | tuple[int, int, int]) -> Clip | Failure:
+        index, epoch, draw = (*key, 0)[:3] if isinstance(key, tuple) else (key, 0, 0)
+        item = self._clip(index, epoch, draw)
         if isinstance(item, Clip) or not self.train:
             return item
         failures = [item]
         for other in self._replacements(index, epoch):
-            item = self._clip(other, epoch)
+            item = self._clip(other, epoch, draw)
             if isinstance(item, Clip):
                 return item._replace(failures=tuple(failures))
             failures.append(item)
@@ -243,33 +245,44 @@ def collate(items: list[Clip | Failure], *, pad_to: int | None = None) -> Batch:
 
 
 class EpochSampler(torch.utils.data.Sampler):
-    """Yields `(index, epoch)` keys in an order fixed by (seed, epoch), sharded across ranks.
+    """Yields `(index, epoch, draw)` keys in an order fixed by (seed, epoch), sharded across ranks.
 
-    `skip` drops the first keys of this rank, so a resumed run continues mid-epoch exactly.
-    `pad` (training) wraps around so that every rank takes as many steps as the others, as
-    DistributedSampler does; without it (validation, evaluation) each key is served exactly once
-    and ranks may get one fewer.
+    `draw` counts the times an index came before in the epoch (class-balanced epochs repeat the clips
+    of small classes), so that each repeat is a different clip of the video. `skip` drops the first
+    keys of this rank, so a resumed run continues mid-epoch exactly. `pad` (training) wraps around so
+    that every rank takes as many steps as the others, as DistributedSampler does; without it
+    (validation, evaluation) each key is served exactly once and ranks may get one fewer. With
+    `labels`, every class is drawn equally often in an epoch of the same length (`balance.py`).
     """
 
-    def __init__(self, size: int, *, shuffle: bool, seed: int = 0, rank: int = 0, world: int = 1, pad: bool = True):
-        self.size, self.shuffle, self.seed = size, shuffle, seed
+    def __init__(self, size: int, *, shuffle: bool, seed: int = 0, rank: int = 0, world: int = 1, pad: bool = True,
+                 labels: Sequence[int] | None = None):
+        self.size, self.shuffle, self.seed, self.labels = size, shuffle, seed, labels
         self.rank, self.world, self.pad = rank, world, pad
         self.epoch, self.skip = 0, 0
 
     def set_epoch(self, epoch: int, *, skip: int = 0) -> None:
         self.epoch, self.skip = epoch, skip
 
-    def _order(self) -> list[int]:
-        order = list(range(self.size))
-        if self.shuffle:
-            random.Random(f"order|{self.seed}|{self.epoch}").shuffle(order)
+    def _order(self) -> list[tuple[int, int]]:
+        if self.labels is not None:
+            order = balanced_order(self.labels, random.Random(f"balanced|{self.seed}|{self.epoch}"))
+        else:
+            order = list(range(self.size))
+            if self.shuffle:
+                random.Random(f"order|{self.seed}|{self.epoch}").shuffle(order)
+        seen: Counter[int] = Counter()
+        keys = []
+        for i in order:
+            keys.append((i, seen[i]))
+            seen[i] += 1
         if self.world > 1 and self.pad:
             per_rank = -(-self.size // self.world)
-            order = (order * self.world)[: per_rank * self.world]
-        return order[self.rank :: self.world]
+            keys = (keys * self.world)[: per_rank * self.world]
+        return keys[self.rank :: self.world]
 
     def __iter__(self):
-        return iter([(i, self.epoch) for i in self._order()[self.skip :]])
+        return iter([(i, self.epoch, draw) for i, draw in self._order()[self.skip :]])
 
     def __len__(self) -> int:
         return max(len(self._order()) - self.skip, 0)  # a run stopped after an epoch's last step skips it all
