@@ -125,7 +125,8 @@ def _view_names(views: tuple[int, int]) -> list[str]:
     clips, crops = views
     if views == (1, 1):
         return ["centre clip"]
-    return ["centre clip"] + [f"clip {c + 1}/{clips}" + (f", crop {j + 1}" if crops > 1 else "")
+    return ["centre clip"] + [", ".join(([f"clip {c + 1}/{clips}"] if clips > 1 else [])
+                                        + ([f"crop {j + 1}/{crops}"] if crops > 1 else []))
                               for c in range(clips) for j in range(crops)]
 
 
