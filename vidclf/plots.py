@@ -57,6 +57,11 @@ def save_curves(history: list[dict], path: str | Path) -> Path:
 
 
 def save_confusion(confusion: list[list[int]], classes: list[str], path: str | Path) -> Path:
+    """`confusion_figure` as an image file."""
+    return _save(confusion_figure(confusion, classes), path)
+
+
+def confusion_figure(confusion: list[list[int]], classes: list[str]):
     """The confusion matrix as a heat map normalised per true class, to see which classes get mixed up.
 
     Cells carry their counts up to 30 classes; the figure grows with the classes (capped at 20 inches)
@@ -94,7 +99,7 @@ def save_confusion(confusion: list[list[int]], classes: list[str], path: str | P
         for i, j in np.ndindex(n, n):
             ax.text(j, i, str(int(counts[i, j])), ha="center", va="center", fontsize=font * 0.9,
                     color="white" if rows[i, j] > 0.5 else "black")
-    return _save(fig, path)
+    return fig
 
 
 def _save(fig, path: str | Path) -> Path:

@@ -15,7 +15,8 @@ from vidclf.run import TrainConfig
 
 # Options that may differ from the saved run's: they change where and how it runs, not what it learns
 # (--epochs changes the schedule's length, and --data a moved copy of the same classes; both are said).
-RUNTIME = ("device", "precision", "workers", "cache", "cache_size", "decode_timeout", "save_every", "compile", "out")
+RUNTIME = ("device", "precision", "workers", "cache", "cache_size", "decode_timeout", "save_every", "compile", "out",
+           "tensorboard")
 SAID = ("epochs", "data")
 # Options that make the saved weights or preprocessing wrong: continuing with other values is an error.
 MODEL = ("arch", "model", "num_frames", "size", "input")

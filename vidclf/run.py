@@ -14,7 +14,7 @@ from typing import Any, Callable
 import torch
 from rich.markup import escape
 
-from vidclf import distributed
+from vidclf import boardlog, distributed
 from vidclf.data.balance import BALANCE, class_weights
 from vidclf.data.cache import DEFAULT_SIZE, ClipCache, default_cache_dir, parse_size, settings_key
 from vidclf.data.datasets import ClipDataset, EpochSampler, clip_loader, default_workers
@@ -60,6 +60,7 @@ class TrainConfig:
     decode_timeout: float = DEFAULT_TIMEOUT  # seconds without progress before a video is abandoned; 0: no watchdog
     compile: bool = False  # torch.compile the model (slow to start; pays off on GPUs)
     save_every: float = 10.0  # minutes between mid-epoch writes of last.pt (0: only at the end of epochs)
+    tensorboard: bool = False  # write TensorBoard event files into the run folder
     out: str = "models"  # run folders are written under here
 
 
@@ -143,6 +144,8 @@ def _check_recipe(cfg: TrainConfig) -> None:
         raise ValueError(f"--balance should be one of {', '.join(BALANCE)}, got {cfg.balance!r}")
     if cfg.monitor not in MONITORS:
         raise ValueError(f"--monitor should be one of {', '.join(MONITORS)}, got {cfg.monitor!r}")
+    if cfg.tensorboard:
+        boardlog.require()
 
 
 def _cache(cfg: TrainConfig, splits: Splits, pre: Preprocess, say: Callable[[str], None]) -> ClipCache | None:

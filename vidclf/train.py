@@ -18,6 +18,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from vidclf import checkpoint, distributed
+from vidclf.boardlog import BoardLog
 from vidclf.data.datasets import Batch
 from vidclf.device import autocast, resolve_device
 from vidclf.errors import DatasetError
@@ -108,6 +109,10 @@ class Trainer:
         self.stale = 0  # epochs since the monitored metric last improved
         self.steps = 0  # optimizer steps taken in this call
         self.lr = run.optimizer.param_groups[0]["lr"]  # the rate of the last step taken
+        self.confusion: torch.Tensor | None = None  # of the last validation
+        self.epoch_steps = len(run.train_loader)  # before any resume skips some
+        first = run.state.epoch * self.epoch_steps + run.state.step
+        self.board = BoardLog(run.run_dir, first_step=first) if run.cfg.tensorboard and main else None
 
     def fit(self) -> RunResult:
         run, cfg = self.run, self.run.cfg
@@ -117,22 +122,34 @@ class Trainer:
                  f"run folder {run.run_dir}")
         if run.state.epoch >= cfg.epochs:
             self.say(f"the run has already trained its {cfg.epochs} epochs (a larger --epochs goes on)")
+        try:
+            interrupted = self.epochs()
+        finally:
+            if self.board is not None:
+                self.board.close()
+        if not interrupted and self.best_path is not None:
+            self.say(f"[bold green]best checkpoint[/] {self.best_path} ({self._monitor()} {run.state.best:.4f})")
+        return RunResult(run.run_dir, self.best_path, run.state.history, interrupted, run.model, self.steps)
+
+    def epochs(self) -> bool:
+        """The epochs left; True when a signal stopped them."""
+        run, cfg = self.run, self.run.cfg
         for epoch in range(run.state.epoch, cfg.epochs):
             done = self.train_epoch(epoch)
             if done.stopped:  # straight away, even before validating: a scheduler's grace period is short
                 last = self.save("last.pt", epoch=epoch, step=done.step, partial=self.totals(done.sums))
                 self.say(f"[yellow]interrupted[/] in epoch {epoch + 1} after step {done.step}/{done.steps}; "
                          f"saved {last}; continue with: {self.continue_with}")
-                return self._result(interrupted=True)
+                return True
             row = self.epoch_row(epoch, done.sums)
             if self.checkpoint(row):
                 break
             if self.agreement.stop_now():
                 self.say(f"[yellow]interrupted[/] after epoch {epoch + 1}; continue with: {self.continue_with}")
-                return self._result(interrupted=True)
-        if self.best_path is not None:
-            self.say(f"[bold green]best checkpoint[/] {self.best_path} ({self._monitor()} {run.state.best:.4f})")
-        return self._result(interrupted=False)
+                return True
+        if self.board is not None and self.confusion is not None:
+            self.board.confusion(self.confusion, run.classes, step=len(run.state.history) * self.epoch_steps - 1)
+        return False
 
     def train_epoch(self, epoch: int) -> EpochSteps:
         """One epoch's steps, from mid-epoch when resuming, until its end or until the ranks agree to stop.
@@ -156,6 +173,8 @@ class Trainer:
             for batch in run.train_loader:
                 got = time.perf_counter()
                 totals, n = self.train_step(batch, epoch, step)
+                if self.board is not None:
+                    self.board.step(epoch * self.epoch_steps + step, totals[0] / n, self.lr)
                 on_device += totals
                 step += 1
                 done = time.perf_counter()
@@ -227,7 +246,8 @@ class Trainer:
 
     def validate(self) -> dict:
         """Loss, accuracy and mean per-class accuracy over the validation split, each clip counted once
-        across ranks (all None without validation clips), and the clips counted."""
+        across ranks (all None without validation clips), and the clips counted; the confusion matrix
+        (rows: true class) is kept in `self.confusion`."""
         run = self.run
         if run.val_loader is None:
             return {"val_loss": None, "val_acc": None, "val_class_acc": None, "val_clips": 0}
@@ -236,16 +256,16 @@ class Trainer:
         # graphs, inference graphs recorded beside the training ones crashed or hung the process
         # (torch 2.11, H100; pytorch/pytorch#128218).
         classes = len(run.classes)
-        loss, correct, count = 0.0, torch.zeros(classes, dtype=torch.float64), torch.zeros(classes, dtype=torch.float64)
+        loss, confusion = 0.0, torch.zeros(classes * classes, dtype=torch.float64)
         for batch, logits in iter_logits(run.model, run.val_loader, run.pre, run.device, run.dtype):
             self.report(batch)
             if len(logits):
                 loss += float(F.cross_entropy(logits, batch.labels, reduction="sum"))
-                hits = (logits.argmax(1) == batch.labels).double().cpu()
-                correct.index_add_(0, batch.labels.cpu(), hits)
-                count.index_add_(0, batch.labels.cpu(), torch.ones_like(hits))
-        totals = distributed.all_sum([loss, *correct.tolist(), *count.tolist()], run.device)
-        loss, correct, count = totals[0], *torch.tensor(totals[1:], dtype=torch.float64).view(2, classes)
+                cells = batch.labels.cpu() * classes + logits.argmax(1).cpu()
+                confusion += torch.bincount(cells, minlength=classes * classes)
+        totals = distributed.all_sum([loss, *confusion.tolist()], run.device)
+        loss, self.confusion = totals[0], torch.tensor(totals[1:], dtype=torch.float64).view(classes, classes)
+        correct, count = self.confusion.diag(), self.confusion.sum(1)
         clips = int(count.sum())
         if not clips:
             return {"val_loss": None, "val_acc": None, "val_class_acc": None, "val_clips": 0}
@@ -268,6 +288,8 @@ class Trainer:
         }
         run.state.history.append(row)
         self.log.add(row, run.state.history)
+        if self.board is not None:
+            self.board.epoch(row, step=(epoch + 1) * self.epoch_steps - 1)
         if epoch == 0 and run.cache is not None and run.rank.is_main:
             held, videos = run.cache.held(), len(run.cache.keep)
             self.say(f"decode cache {run.cache.folder}: {run.cache.size() / 1e9:.2f} GB of {run.cache.max_bytes / 1e9:g} GB, "
@@ -324,6 +346,3 @@ class Trainer:
     def _monitor(self) -> str:
         return self.run.cfg.monitor if self.run.val_loader is not None else "train_loss"
 
-    def _result(self, *, interrupted: bool) -> RunResult:
-        run = self.run
-        return RunResult(run.run_dir, self.best_path, run.state.history, interrupted, run.model, self.steps)

@@ -57,6 +57,7 @@ def train(
                                                      "last.pt after a stop, a crash or a requeue, and starts it when there is none.")] = None,
     save_every: Annotated[float, typer.Option(help="Minutes between writes of last.pt within an epoch (bounds the work a kill loses; 0: only at epoch ends).")] = 10.0,
     resume: Annotated[Optional[Path], typer.Option(help="Continue the run of this last.pt (its settings are kept).")] = None,
+    tensorboard: Annotated[bool, typer.Option(help="Write TensorBoard curves into the run folder (pip install 'vidclf[tensorboard]').")] = False,
     quiet: Quiet = False,
     verbose: Verbose = False,
 ) -> None:
@@ -78,7 +79,8 @@ def train(
             from vidclf.resume import resume_config
 
             cfg = resume_config(resume, epochs=epochs, device=device, precision=precision, workers=workers,
-                                cache_size=cache_size, decode_timeout=decode_timeout, save_every=save_every)
+                                cache_size=cache_size, decode_timeout=decode_timeout, save_every=save_every,
+                                tensorboard=tensorboard)
         else:
             cfg = _new_config(options)
         if name is not None:
