@@ -5,7 +5,6 @@ from __future__ import annotations
 import random
 from collections import Counter
 
-import pytest
 import torch
 import torch.nn.functional as F
 from rich.console import Console
@@ -69,10 +68,11 @@ def test_training_with_weights_uses_them_in_the_loss(synth_data, tmp_path):
     assert torch.allclose(trainer.loss(logits, labels), expected.sum() / run.loss_weights[labels].sum())
 
 
-@pytest.mark.parametrize("balance", ["sampler", "weights"])
-def test_balanced_training_resumes_exactly(synth_data, tmp_path, balance):
+def test_balanced_epochs_resume_exactly(synth_data, tmp_path):
+    """(Loss weights are constants of the run: they cannot break resume.)"""
     from vidclf.train import fit
 
+    balance = "sampler"
     from tests.test_train import StopAfterReads, _cfg
 
     whole = fit(_cfg(synth_data, tmp_path / "a", balance=balance), console=quiet, show_progress=False)
