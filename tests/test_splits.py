@@ -45,7 +45,7 @@ def test_a_class_only_in_val_is_an_error_naming_both_folders(tmp_path):
                                            f"has 12 clips but {tmp_path}/train has no up/ folder")
     # right trains but is never validated; up's missing validation is not repeated beside its error
     assert findings[1] == Finding("warning", f"{tmp_path}/val: no validation clip of right; "
-                                             "their accuracy is never measured")
+                                             "its accuracy is never measured")
     assert len(findings) == 2
 
 
@@ -78,7 +78,7 @@ def test_a_manifest_class_listed_only_for_validation(tmp_path):
 def test_a_one_clip_class_trains_and_is_not_validated(tmp_path):
     _touch(tmp_path, {"left": 5, "right": 5, "rare": 1})
     [finding] = _check(tmp_path)
-    assert finding == Finding("warning", f"{tmp_path}: no validation clip of rare; their accuracy is never measured")
+    assert finding == Finding("warning", f"{tmp_path}: no validation clip of rare; its accuracy is never measured")
 
 
 def test_no_validation_split_at_all_is_not_a_warning(tmp_path):
@@ -120,8 +120,8 @@ def test_raise_or_warn_raises_the_error_before_any_warning():
 def test_missing_from_split_names_the_model_s_classes():
     samples = [Sample("a.mp4", 0), Sample("b.mp4", 2)]
     assert missing_from_split(samples, ["left", "right", "up"], source="data", split="val") == Finding(
-        "warning", "data: the val split has no clip of right (classes of the model): their recall is not measured "
-                   "and their support is 0")
+        "warning", "data: the val split has no clip of right (a class of the model): its recall is not measured "
+                   "and its support is 0")
     assert missing_from_split([Sample("a.mp4", 1), Sample("b.mp4", 0)], ["left", "right"], source="d",
                               split="val") is None
 
@@ -174,5 +174,5 @@ def test_evaluate_warns_about_classes_with_no_clip_in_the_split(trained, synth_d
     result = runner.invoke(app, ["evaluate", "--model", str(trained), "--data", str(data), "--workers", "0",
                                  "--clips", "1", "--format", "json", "--device", "cpu"])
     assert result.exit_code == 0, result.output
-    assert (f"warning {data}: the val split has no clip of {first} (classes of the model): their recall is not "
-            "measured and their support is 0") in " ".join(result.stderr.split())
+    assert (f"warning {data}: the val split has no clip of {first} (a class of the model): its recall is not "
+            "measured and its support is 0") in " ".join(result.stderr.split())

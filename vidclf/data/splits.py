@@ -47,7 +47,7 @@ def check_splits(splits: Splits, source: str | Path) -> list[Finding]:
     if splits.val and unmeasured:
         where = root / "val" if splits.layout == "splits" else root
         findings.append(Finding("warning", f"{where}: no validation clip of {_listed(unmeasured)}; "
-                                           "their accuracy is never measured"))
+                                           f"{_its(unmeasured)} accuracy is never measured"))
     sizes = sorted((n, c) for n, c in zip(train, classes) if n)
     if len(sizes) >= 2 and sizes[-1][0] >= IMBALANCE_RATIO * sizes[0][0]:
         (least, small), (most, large) = sizes[0], sizes[-1]
@@ -78,8 +78,8 @@ def missing_from_split(samples: Sequence[Sample], classes: Sequence[str], *, sou
     missing = without_clips(samples, classes)
     if not missing:
         return None
-    return Finding("warning", f"{source}: the {split} split has no clip of {_listed(missing)} (classes of the "
-                              "model): their recall is not measured and their support is 0")
+    return Finding("warning", f"{source}: the {split} split has no clip of {_listed(missing)} (a class of the "
+                              f"model): {_its(missing)} recall is not measured and {_its(missing)} support is 0")
 
 
 def _counts(samples: Sequence[Sample], n: int) -> list[int]:
@@ -102,6 +102,10 @@ def _no_training_clip(splits: Splits, root: Path, label: int) -> str:
     missing = f"{train / name} holds no video" if (train / name).is_dir() else f"{train} has no {name}/ folder"
     found = [f"{root / split / name} has {n} clip{'s' if n > 1 else ''}" for split, n in held.items() if n]
     return " but ".join([" and ".join(found), missing]) if found else missing
+
+
+def _its(items: Sequence[str]) -> str:
+    return "its" if len(items) == 1 else "their"
 
 
 def _listed(items: Sequence[str], sep: str = ", ") -> str:
