@@ -102,7 +102,7 @@ def test_epoch_sampler_is_seeded_resumable_and_shards_ranks():
     s = EpochSampler(10, shuffle=True, seed=3)
     s.set_epoch(2)
     order = list(s)
-    assert sorted(i for i, _ in order) == list(range(10)) and all(e == 2 for _, e in order)
+    assert sorted(i for i, _, _ in order) == list(range(10)) and all(e == 2 and draw == 0 for _, e, draw in order)
     s.set_epoch(2, skip=4)
     assert list(s) == order[4:] and len(s) == 6
     s.set_epoch(3)
@@ -110,7 +110,7 @@ def test_epoch_sampler_is_seeded_resumable_and_shards_ranks():
     ranks = [EpochSampler(10, shuffle=True, seed=3, rank=r, world=2) for r in range(2)]
     for r in ranks:
         r.set_epoch(2)
-    shards = [[i for i, _ in r] for r in ranks]
+    shards = [[i for i, _, _ in r] for r in ranks]
     assert len(shards[0]) == len(shards[1]) == 5 and sorted(shards[0] + shards[1]) == list(range(10))
 
 
