@@ -164,7 +164,7 @@ def test_training_with_nothing_readable_gives_failures(tmp_path, synth_data):
 
 def test_evaluation_never_replaces_and_sharding_without_padding_serves_each_key_once():
     ranks = [EpochSampler(7, shuffle=False, rank=r, world=3, pad=False) for r in range(3)]
-    keys = [k for r in ranks for k, _ in r]
+    keys = [k for r in ranks for k, _, _ in r]
     assert sorted(keys) == list(range(7)) and [len(r) for r in ranks] == [3, 2, 2]
     padded = [list(EpochSampler(7, shuffle=True, rank=r, world=3)) for r in range(3)]
     assert [len(p) for p in padded] == [3, 3, 3]  # training: equal steps on every rank
