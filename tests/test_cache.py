@@ -191,3 +191,11 @@ def test_train_with_a_cache_smaller_than_the_set_stays_within_it_and_says_so(syn
     assert result.exit_code == 0, result.output
     assert ClipCache(tmp_path / "c", 0).size() <= 40_000
     assert "of this run's 18 videos; the others are decoded a clip at a time" in result.stderr
+
+
+def test_frames_of_another_decoder_build_are_never_read(monkeypatch):
+    """A checkpoint records this process's decoder: its training frames must not come from another build's entries."""
+    here = settings_key(64, "area")
+    monkeypatch.setattr("vidclf.data.provenance.decoder_build", lambda: {"opencv": "0.0.1", "avcodec": "1.0"})
+    assert settings_key(64, "area") != here
+    assert ClipCache.name("v.mp4", settings_key(64, "area")) != ClipCache.name("v.mp4", here)

@@ -65,8 +65,12 @@ def default_cache_dir() -> Path:
 
 
 def settings_key(size: int, interpolation: str) -> str:
-    """What an entry's frames depend on besides the video: the frame size and how it was resized."""
-    return f"{size}|{interpolation}"
+    """What an entry's frames depend on besides the video: the frame size, how it was resized, and the
+    decoder that read them (another OpenCV/FFmpeg build may decode other pixels; checkpoints record
+    this process's build, so their frames must come from it)."""
+    from vidclf.data.provenance import decoder_build
+
+    return "|".join([str(size), interpolation, *(f"{k}={v}" for k, v in sorted(decoder_build().items()))])
 
 
 class ClipCache:
