@@ -8,7 +8,6 @@ from __future__ import annotations
 import contextlib
 import csv
 import errno
-import io
 import os
 import re
 import shutil
@@ -87,22 +86,29 @@ def test_a_checkpoint_that_cannot_be_written_names_the_file_and_keeps_the_previo
         assert sorted(p.name for p in path.parent.iterdir()) == ["last.pt"]  # no temporary left
 
 
-def test_metrics_csv_on_a_full_disk_takes_back_its_half_row(tmp_path):
+def test_metrics_csv_on_a_full_disk_keeps_the_previous_file(tmp_path):
     row = dict.fromkeys(METRIC_COLUMNS, 1)  # whatever the columns are
-    text = io.StringIO()
-    csv.DictWriter(text, fieldnames=METRIC_COLUMNS).writerow(row)
-    line = text.getvalue()
-    header = ",".join(METRIC_COLUMNS) + "\r\n"
-    page = 4096  # tmpfs allocates whole pages: the next row starts in the last page and cannot end there
-    before = header + line * ((page - len(header)) // len(line))
-    assert 0 < page - len(before) < len(line)
     with tmpfs(tmp_path / "disk", "256k") as disk:
-        (disk / "metrics.csv").write_text(before, newline="")
-        fill(disk)
         log = EpochLog(console=Console(quiet=True), run_dir=disk)
+        log._write_csv([row])
+        before = (disk / "metrics.csv").read_bytes()
+        fill(disk)
         with pytest.raises(WriteError, match=f"^{re.escape(str(disk))}/metrics.csv: cannot write: {NO_SPACE}$"):
-            log.add(row, [row])
-        assert (disk / "metrics.csv").read_bytes() == before.encode()
+            log._write_csv([row] * 2000)
+        assert (disk / "metrics.csv").read_bytes() == before
+        assert sorted(p.name for p in disk.iterdir() if p.name != "filler") == ["metrics.csv"]  # no temporary left
+
+
+def test_metrics_csv_of_a_resumed_run_is_its_checkpoints_history(tmp_path):
+    """A run that wrote epoch 2's row and then died before its checkpoint resumes from epoch 1: the
+    row it writes for epoch 2 again replaces the old one."""
+    rows = [{**dict.fromkeys(METRIC_COLUMNS, 0.5), "epoch": e} for e in (1, 2)]
+    log = EpochLog(console=Console(quiet=True), run_dir=tmp_path)
+    log.add(rows[1], rows)  # written, then killed before last.pt
+    again = {**rows[1], "train_loss": 0.25}
+    EpochLog(console=Console(quiet=True), run_dir=tmp_path).add(again, [rows[0], again])
+    read = list(csv.DictReader((tmp_path / "metrics.csv").open()))
+    assert [r["epoch"] for r in read] == ["1", "2"] and read[1]["train_loss"] == "0.25"
 
 
 @pytest.mark.parametrize("spoil, reason", [(fill, NO_SPACE), (read_only, READ_ONLY)], ids=["full", "read-only"])

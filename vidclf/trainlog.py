@@ -42,7 +42,7 @@ class EpochLog:
         self._print(row)
         if self.run_dir is None:
             return
-        self._append_csv(row)
+        self._write_csv(history)
         from vidclf.plots import save_curves
 
         # A full disk or a read-only folder stops the run here (a WriteError): the checkpoint that
@@ -64,18 +64,19 @@ class EpochLog:
             f"{row['seconds']:>5.1f}s  {row['clips_per_s']:>7.1f}  {row['data_wait']:>4.0%}"
         )
 
-    def _append_csv(self, row: dict) -> None:
-        """Append the row; a write that fails takes back what it wrote of it (so a resumed run's row is not
-        glued to half of this one) and raises a WriteError."""
+    def _write_csv(self, history: list[dict]) -> None:
+        """metrics.csv anew from the run's history, through a temporary file renamed over it: a resumed
+        run's file is its checkpoint's history (no row twice when the run stopped after writing a row
+        and before its checkpoint), and a write that fails leaves the previous file and raises a WriteError."""
         path = self.run_dir / "metrics.csv"
-        size = path.stat().st_size if path.exists() else 0
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         try:
-            with path.open("a", newline="") as f:
-                writer = csv.DictWriter(f, fieldnames=METRIC_COLUMNS)
-                if size == 0:
-                    writer.writeheader()
-                writer.writerow(row)
+            with tmp.open("w", newline="") as f:
+                writer = csv.DictWriter(f, fieldnames=METRIC_COLUMNS, restval="")  # rows of older versions lack columns
+                writer.writeheader()
+                writer.writerows(history)
+            os.replace(tmp, path)
         except OSError as err:
-            with contextlib.suppress(OSError):  # nothing to take back when the folder is read-only
-                os.truncate(path, size)
+            with contextlib.suppress(OSError):
+                tmp.unlink(missing_ok=True)
             raise WriteError(path, err) from err
