@@ -21,14 +21,17 @@ quiet = Console(stderr=True, quiet=True)
 
 
 class StopAfterReads(StopSignal):
-    """Says "stop" from its n-th look on: the loop looks once per step and once per epoch end."""
+    """Says "stop" from its n-th look on: the loop looks once per step and once per epoch end. With
+    `kill`, the process dies at that look instead, as under SIGKILL: nothing of the loop runs after it."""
 
-    def __init__(self, reads: int):
-        self.reads = reads
+    def __init__(self, reads: int, *, kill: bool = False):
+        self.reads, self.kill = reads, kill
 
     @property
     def requested(self) -> bool:
         self.reads -= 1
+        if self.reads < 0 and self.kill:
+            raise SystemExit("killed")
         return self.reads < 0
 
 
@@ -211,26 +214,12 @@ def test_cli_train_gives_the_signal_handlers_back(synth_data, tmp_path):
     assert {sig: signal.getsignal(sig) for sig in before} == before
 
 
-class CrashAfterReads(StopSignal):
-    """A process killed at its n-th look: nothing runs after it, so only what was saved survives."""
-
-    def __init__(self, reads: int):
-        self.reads = reads
-
-    @property
-    def requested(self) -> bool:
-        self.reads -= 1
-        if self.reads < 0:
-            raise SystemExit("killed")
-        return False
-
-
 def test_a_kill_after_a_mid_epoch_save_resumes_from_that_save_to_the_same_weights(synth_data, tmp_path):
     """--save-every writes last.pt within the epoch; a kill loses only the steps after it."""
     whole = fit(_cfg(synth_data, tmp_path / "a"), console=quiet, show_progress=False)
     cfg = _cfg(synth_data, tmp_path / "b", save_every=1e-9)  # a save after every step
     with pytest.raises(SystemExit):
-        fit(cfg, console=quiet, show_progress=False, stop=CrashAfterReads(6))  # killed at step 2 of epoch 2
+        fit(cfg, console=quiet, show_progress=False, stop=StopAfterReads(6, kill=True))  # killed at step 2 of epoch 2
     (last,) = (tmp_path / "b").glob("*/last.pt")
     saved = torch.load(last, weights_only=True)
     assert (saved["epoch"], saved["step"]) == (1, 1) and saved["partial"]["count"] == 4  # one batch of 4 clips
