@@ -73,14 +73,12 @@ def test_balanced_epochs_resume_exactly(synth_data, tmp_path):
     from vidclf.train import fit
 
     balance = "sampler"
-    from tests.test_train import StopAfterReads, _cfg
+    from tests.test_train import StopAfterReads, _cfg, assert_same_weights
 
     whole = fit(_cfg(synth_data, tmp_path / "a", balance=balance), console=quiet, show_progress=False)
     cut = fit(_cfg(synth_data, tmp_path / "b", balance=balance), console=quiet, show_progress=False,
               stop=StopAfterReads(5))
     resumed = fit(_cfg(synth_data, tmp_path / "b", balance=balance), console=quiet, show_progress=False,
                   resume=cut.run_dir / "last.pt")
-    a = torch.load(whole.run_dir / "last.pt", weights_only=True)["state_dict"]
-    b = torch.load(resumed.run_dir / "last.pt", weights_only=True)["state_dict"]
-    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert_same_weights(whole.run_dir / "last.pt", resumed.run_dir / "last.pt")
     assert all("val_class_acc" in row for row in whole.history)

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests.test_train import assert_same_weights
 from vidclf.data.entry import HEADER, read_entry
 
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]  # a free port
@@ -58,22 +59,12 @@ def _wait_until_saved(last: Path, proc: subprocess.Popen, position: tuple[int, i
         time.sleep(0.05)
 
 
-def _weights(last: Path) -> dict[str, torch.Tensor]:
-    return torch.load(last, weights_only=True)["state_dict"]
-
-
-def _assert_equal(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
-    assert a.keys() == b.keys()
-    for key, value in a.items():
-        assert torch.equal(value, b[key]), key
-
-
 @pytest.fixture(scope="module")
-def reference(synth_data, tmp_path_factory) -> dict[str, torch.Tensor]:
-    """The final weights of the run, uninterrupted."""
+def reference(synth_data, tmp_path_factory) -> Path:
+    """last.pt of the run, uninterrupted."""
     tmp = tmp_path_factory.mktemp("reference")
     _finish([sys.executable, *_command(synth_data, tmp, "whole")])
-    return _weights(tmp / "models" / "whole" / "last.pt")
+    return tmp / "models" / "whole" / "last.pt"
 
 
 def test_sigterm_to_the_process_group_stops_mid_epoch_and_the_same_command_finishes_the_run(
@@ -91,7 +82,7 @@ def test_sigterm_to_the_process_group_stops_mid_epoch_and_the_same_command_finis
     assert epoch == 1 and step >= 2  # mid-epoch: what was trained of epoch 2 is kept
     err = _finish(cmd)
     assert "continuing the run" in err and "warning" not in err
-    _assert_equal(_weights(last), reference)
+    assert_same_weights(last, reference)
 
 
 def test_sigkill_of_every_process_while_the_cache_fills_loses_at_most_a_save(synth_data, tmp_path, reference):
@@ -112,7 +103,7 @@ def test_sigkill_of_every_process_while_the_cache_fills_loses_at_most_a_save(syn
             frames = read_entry(f, (size, mtime), range)
         assert frames is not None and len(frames) == count, path
     _finish(cmd)
-    _assert_equal(_weights(last), reference)
+    assert_same_weights(last, reference)
 
 
 def _rank_pid(torchrun: subprocess.Popen, rank: int) -> int:
@@ -150,7 +141,7 @@ def test_torchrun_ranks_stop_after_the_same_step_and_the_same_command_finishes_t
         epoch, step = _position(last)
         assert (epoch, step) >= position and step > 0, target
     _finish(torchrun("cut"))
-    _assert_equal(_weights(last), _weights(tmp_path / "models" / "whole" / "last.pt"))
+    assert_same_weights(last, tmp_path / "models" / "whole" / "last.pt")
 
 
 def test_continuing_keeps_the_recipe_applies_where_and_how_to_run_and_names_what_differs(trained):

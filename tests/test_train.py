@@ -41,6 +41,20 @@ def _cfg(data, out, **kw) -> TrainConfig:
     return TrainConfig(**{**base, **kw})
 
 
+def assert_same_weights(a: Path, b: Path) -> None:
+    """Two checkpoints hold exactly the same weights."""
+    x, y = (torch.load(p, weights_only=True)["state_dict"] for p in (a, b))
+    assert x.keys() == y.keys()
+    for key, value in x.items():
+        assert torch.equal(value, y[key]), key
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(synth_data, tmp_path_factory) -> Path:
+    """last.pt of the run `_cfg` describes, never stopped."""
+    return fit(_cfg(synth_data, tmp_path_factory.mktemp("whole")), console=quiet, show_progress=False).run_dir / "last.pt"
+
+
 @pytest.mark.parametrize("cached", [False, True])
 def test_resume_after_interruption_matches_an_uninterrupted_run(synth_data, tmp_path, cached):
     """With the decode cache, the interrupted run's first epoch filled it and the resumed one reads it:
@@ -56,11 +70,9 @@ def test_resume_after_interruption_matches_an_uninterrupted_run(synth_data, tmp_
     assert (saved["epoch"], saved["step"]) == (1, 1)
     resumed = fit(cfg("b"), console=quiet, show_progress=False, resume=cut.run_dir / "last.pt")
     assert not resumed.interrupted and resumed.run_dir == cut.run_dir
-    a = torch.load(whole.run_dir / "last.pt", weights_only=True)
-    b = torch.load(resumed.run_dir / "last.pt", weights_only=True)
-    for key, value in a["state_dict"].items():
-        assert torch.equal(value, b["state_dict"][key]), key
-    assert [r["train_loss"] for r in a["history"]] == [r["train_loss"] for r in b["history"]]
+    assert_same_weights(whole.run_dir / "last.pt", resumed.run_dir / "last.pt")
+    a, b = (torch.load(r.run_dir / "last.pt", weights_only=True)["history"] for r in (whole, resumed))
+    assert [r["train_loss"] for r in a] == [r["train_loss"] for r in b]
 
 
 def test_patience_stops_early(synth_data, tmp_path):
@@ -214,9 +226,8 @@ def test_cli_train_gives_the_signal_handlers_back(synth_data, tmp_path):
     assert {sig: signal.getsignal(sig) for sig in before} == before
 
 
-def test_a_kill_after_a_mid_epoch_save_resumes_from_that_save_to_the_same_weights(synth_data, tmp_path):
+def test_a_kill_after_a_mid_epoch_save_resumes_from_that_save_to_the_same_weights(synth_data, tmp_path, uninterrupted):
     """--save-every writes last.pt within the epoch; a kill loses only the steps after it."""
-    whole = fit(_cfg(synth_data, tmp_path / "a"), console=quiet, show_progress=False)
     cfg = _cfg(synth_data, tmp_path / "b", save_every=1e-9)  # a save after every step
     with pytest.raises(SystemExit):
         fit(cfg, console=quiet, show_progress=False, stop=StopAfterReads(6, kill=True))  # killed at step 2 of epoch 2
@@ -224,21 +235,19 @@ def test_a_kill_after_a_mid_epoch_save_resumes_from_that_save_to_the_same_weight
     saved = torch.load(last, weights_only=True)
     assert (saved["epoch"], saved["step"]) == (1, 1) and saved["partial"]["count"] == 4  # one batch of 4 clips
     resumed = fit(cfg, console=quiet, show_progress=False, resume=last)
-    a = torch.load(whole.run_dir / "last.pt", weights_only=True)
-    b = torch.load(resumed.run_dir / "last.pt", weights_only=True)
-    for key, value in a["state_dict"].items():
-        assert torch.equal(value, b["state_dict"][key]), key
-    assert [r["train_clips"] for r in a["history"]] == [r["train_clips"] for r in b["history"]]
+    assert_same_weights(uninterrupted, resumed.run_dir / "last.pt")
+    a, b = (torch.load(p, weights_only=True)["history"] for p in (uninterrupted, last))
+    assert [r["train_clips"] for r in a] == [r["train_clips"] for r in b]
 
 
-def test_a_stop_after_an_epochs_last_step_saves_before_validating_and_resume_validates(synth_data, tmp_path):
+def test_a_stop_after_an_epochs_last_step_saves_before_validating_and_resume_validates(synth_data, tmp_path,
+                                                                                      uninterrupted):
     """A scheduler's grace period may not cover validation: the stop saves at once, resume validates."""
-    whole = fit(_cfg(synth_data, tmp_path / "a"), console=quiet, show_progress=False)
     cut = fit(_cfg(synth_data, tmp_path / "b"), console=quiet, show_progress=False, stop=StopAfterReads(3))
     saved = torch.load(cut.run_dir / "last.pt", weights_only=True)
     assert (saved["epoch"], saved["step"]) == (0, 4) and saved["history"] == []  # 4 of 4 steps, not validated
     resumed = fit(_cfg(synth_data, tmp_path / "b"), console=quiet, show_progress=False, resume=cut.run_dir / "last.pt")
-    a = torch.load(whole.run_dir / "last.pt", weights_only=True)
-    b = torch.load(resumed.run_dir / "last.pt", weights_only=True)
-    assert [r["val_acc"] for r in a["history"]] == [r["val_acc"] for r in b["history"]]
-    assert [r["train_loss"] for r in a["history"]] == [r["train_loss"] for r in b["history"]]
+    assert_same_weights(uninterrupted, resumed.run_dir / "last.pt")
+    a, b = (torch.load(p, weights_only=True)["history"] for p in (uninterrupted, resumed.run_dir / "last.pt"))
+    assert [r["val_acc"] for r in a] == [r["val_acc"] for r in b]
+    assert [r["train_loss"] for r in a] == [r["train_loss"] for r in b]
