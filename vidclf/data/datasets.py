@@ -7,6 +7,7 @@ Finding the videos is `files.py`'s job, decoding them `video.py`'s.
 from __future__ import annotations
 
 import atexit
+import multiprocessing.process
 import functools
 import os
 import random
@@ -175,6 +176,11 @@ def worker_init(_: int) -> None:
 
     cv2.setNumThreads(1)  # one decoder thread per worker: the workers are the parallelism
     ignore_stop_signals()
+    # A worker started after the parent made its multiprocessing temp folder inherits it (the Process
+    # object carries the parent's config), and puts the socket it passes batches through there; at exit
+    # the parent's removal of the folder raced the worker's of its socket, and one of them printed a
+    # FileNotFoundError traceback. A folder of its own, removed by the worker itself, races nothing.
+    multiprocessing.process.current_process()._config.pop("tempdir", None)
 
 
 def clip_loader(dataset: ClipDataset, *, batch_size: int, workers: int, device: torch.device, pad_to: int,
