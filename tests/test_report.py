@@ -189,7 +189,7 @@ def test_a_folder_that_cannot_be_written_fails_at_once_in_one_line(trained, tmp_
     blocker.write_text("a report folder cannot be made inside a file")
     result = invoke("evaluate", "--model", trained, "--report", blocker / "out")
     assert result.exit_code == 1 and result.stdout == ""  # before any evaluation
-    assert result.stderr.strip() == f"error: {blocker / 'out'}: could not write the report (Not a directory)"
+    assert result.stderr.strip() == f"error: {blocker / 'out'}: cannot write: Not a directory"
     assert invoke("evaluate", "--model", trained, "--neighbours").exit_code == 2  # needs --report
 
 

@@ -22,7 +22,7 @@ import torch
 from vidclf.checkpoint import Classifier
 from vidclf.data.decoder import Decoder
 from vidclf.data.files import Sample
-from vidclf.errors import VidclfError
+from vidclf.errors import WriteError
 from vidclf.report.gallery import Neighbour, Pick, clips_seen, nearest_training, pick
 from vidclf.report.page import Card, Gallery, render
 
@@ -77,7 +77,7 @@ def write(folder: Path, selection: Selection, *, clf: Classifier, checkpoint: di
         return _write(folder, selection, clf=clf, checkpoint=checkpoint, evaluated=evaluated, evaluation=evaluation,
                       animate=animate, decoder=decoder, batch_size=batch_size, workers=workers)
     except OSError as err:  # a full disk, say: one line, not a traceback
-        raise _cannot_write(folder, err) from err
+        raise WriteError(folder, err) from err
 
 
 def make_folder(folder: Path) -> None:
@@ -85,11 +85,7 @@ def make_folder(folder: Path) -> None:
     try:
         (folder / "frames").mkdir(parents=True, exist_ok=True)
     except OSError as err:
-        raise _cannot_write(folder, err) from err
-
-
-def _cannot_write(folder: Path, err: OSError) -> VidclfError:
-    return VidclfError(f"{folder}: could not write the report ({err.strerror or err})")
+        raise WriteError(folder, err) from err
 
 
 def _write(folder: Path, selection: Selection, *, clf: Classifier, checkpoint: dict, evaluated: Evaluated,
