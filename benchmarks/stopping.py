@@ -4,8 +4,10 @@ Under torchrun (`--nproc_per_node 2` or more), in one run, the model's DDP train
 clips, in interleaved blocks:
 
   bare          the step alone
-  agreement     the step, then `Agreement.after_step()`: the async sum on a gloo group, read a step later
+  every step    the step, then `Agreement.after_step()` summing every step: async, on a gloo group, read a step later
+  every 4th     the same, summing every 4th step (what vidclf does)
   blocking      the step, then a blocking all-reduce of the flags each step (the simple alternative)
+  bare again    the step alone, last in each round: the noise floor
 
 and, separately, the agreement's own cost per call with no step between (the worst case: nothing to
 hide it behind). Then, on rank 0, the bytes and seconds of writing last.pt (model, optimizer and the
@@ -55,15 +57,18 @@ def main() -> None:
     say = print if rank.is_main else (lambda *a, **k: None)
     say(f"{rank.world} ranks on {device}, batches of {args.batch_size} × {args.frames} frames at {args.size}², "
         f"torch {torch.__version__}")
-    agreement = Agreement(StopSignal(), save_every=0, is_main=rank.is_main)
+    agreement = Agreement(StopSignal(), save_every=0, is_main=rank.is_main, every=1)
+    fourth = Agreement(StopSignal(), save_every=0, is_main=rank.is_main, every=4)
     step = _stepper(device, rank, args)
-    after = {"bare": lambda: None, "agreement": agreement.after_step, "blocking": _blocking(agreement)}
+    after = {"bare": lambda: None, "every step": agreement.after_step, "every 4th": fourth.after_step,
+             "blocking": _blocking(agreement), "bare again": lambda: None}
     per_step = {name: [] for name in after}
     for _ in range(args.rounds):
         for name, then in after.items():
             seconds = _block(step, then, args.steps, device)
             per_step[name].append(seconds / args.steps)
         agreement.epoch_end()
+        fourth.epoch_end()
     base = statistics.median(per_step["bare"])
     say("\n| per step | median ms | × bare |\n|---|---:|---:|")
     for name, values in per_step.items():
@@ -73,7 +78,7 @@ def main() -> None:
     for _ in range(calls):
         agreement.after_step()
     agreement.epoch_end()
-    say(f"\nagreement alone, no step between: {(time.perf_counter() - start) / calls * 1e6:.0f} µs a call")
+    say(f"\nthe sum alone, every call, no step between: {(time.perf_counter() - start) / calls * 1e6:.0f} µs a call")
     if rank.is_main:
         _saves()
     distributed.teardown()
