@@ -167,7 +167,7 @@ def test_continuing_keeps_the_recipe_applies_where_and_how_to_run_and_names_what
     assert (cfg.lr, cfg.epochs, cfg.workers, cfg.data) == (saved.lr, saved.epochs + 2, 3, "/scratch/data")
     assert f"--lr 0.5 (saved: {saved.lr})" in warning and "--epochs" in warning and "--data /scratch/data" in warning
     assert "--workers" not in warning  # how to run it changes nothing it learns
-    with pytest.raises(CheckpointError, match="--arch convgru"):
+    with pytest.raises(CheckpointError, match="trained with --arch cnn-lstm; continuing it with --arch convgru"):
         continue_config(last, replace(saved, arch="convgru"))
 
 

@@ -45,8 +45,8 @@ def continue_config(path: str | Path, asked: TrainConfig) -> tuple[TrainConfig, 
     differs = [k for k in saved if _comparable(saved[k]) != _comparable(wanted[k])]
     wrong = [k for k in differs if k in MODEL]
     if wrong:
-        raise CheckpointError(f"{path}: this run was trained with {_listing(wrong, saved, wanted)}; "
-                              "continuing it with other values would be wrong: give another --name")
+        raise CheckpointError(f"{path}: the run was trained with {_options(wrong, saved)}; continuing it with "
+                              f"{_options(wrong, wanted)} would be wrong: give another --name")
     applied = [k for k in differs if k in SAID]
     ignored = [k for k in differs if k not in SAID and k not in RUNTIME]
     config = TrainConfig(**{**saved, **{k: wanted[k] for k in RUNTIME + SAID}})
@@ -54,8 +54,8 @@ def continue_config(path: str | Path, asked: TrainConfig) -> tuple[TrainConfig, 
     if applied:
         parts.append(f"continues with {_listing(applied, saved, wanted)}")
     if ignored:
-        parts.append(f"keeps its recipe and ignores {_listing(ignored, saved, wanted)} "
-                     "(another --name starts a run with them)")
+        parts.append(f"keeps its recipe and ignores {_listing(ignored, saved, wanted)}; "
+                     "another --name starts a run with them")
     return config, f"{path}: " + "; ".join(parts) if parts else None
 
 
@@ -71,5 +71,9 @@ def _comparable(value):
     return list(value) if isinstance(value, tuple) else value
 
 
+def _options(keys: list[str], values: dict) -> str:
+    return ", ".join(f"--{k.replace('_', '-')} {values[k]}" for k in keys)
+
+
 def _listing(keys: list[str], saved: dict, wanted: dict) -> str:
-    return ", ".join(f"--{k.replace('_', '-')} {wanted[k]} (saved: {saved[k]})" for k in keys)
+    return ", ".join(f"{_options([k], wanted)} (saved: {saved[k]})" for k in keys)
