@@ -291,11 +291,20 @@ class Trainer:
         if self.board is not None:
             self.board.epoch(row, step=(epoch + 1) * self.epoch_steps - 1)
         if epoch == 0 and run.cache is not None and run.rank.is_main:
-            held, videos = run.cache.held(), len(run.cache.keep)
-            self.say(f"decode cache {run.cache.folder}: {run.cache.size() / 1e9:.2f} GB of {run.cache.max_bytes / 1e9:g} GB, "
-                     f"{held} of this run's {videos} videos" + ("" if held == videos else
-                     "; the others are decoded a clip at a time (a larger --cache-size would keep them)"))
+            self.say(self._cache_line())
         return row
+
+    def _cache_line(self) -> str:
+        """What the decode cache holds after the first epoch, and why not all: it is full, or (balanced
+        epochs subsample large classes) some videos were not drawn yet."""
+        cache = self.run.cache
+        held, videos, size = cache.held(), len(cache.keep), cache.size()
+        line = f"decode cache {cache.folder}: {size / 1e9:.2f} GB of {cache.max_bytes / 1e9:g} GB, {held} of this run's {videos} videos"
+        if held == videos:
+            return line
+        if cache.max_bytes - size < size / max(held, 1):  # no room for one more video like these
+            return line + "; the others are decoded a clip at a time (a larger --cache-size would keep them)"
+        return line + "; the others are cached when first drawn"
 
     def checkpoint(self, row: dict) -> bool:
         """best.pt when the monitored metric improved, last.pt always; True when patience ran out."""
