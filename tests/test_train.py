@@ -249,5 +249,21 @@ def test_a_stop_after_an_epochs_last_step_saves_before_validating_and_resume_val
     resumed = fit(_cfg(synth_data, tmp_path / "b"), console=quiet, show_progress=False, resume=cut.run_dir / "last.pt")
     assert_same_weights(uninterrupted, resumed.run_dir / "last.pt")
     a, b = (torch.load(p, weights_only=True)["history"] for p in (uninterrupted, resumed.run_dir / "last.pt"))
-    assert [r["val_acc"] for r in a] == [r["val_acc"] for r in b]
-    assert [r["train_loss"] for r in a] == [r["train_loss"] for r in b]
+    for key in ("val_acc", "train_loss", "lr"):  # lr: the rate of the epoch's last step, not the next one's
+        assert [r[key] for r in a] == [r[key] for r in b], key
+
+
+def test_a_run_continued_with_other_steps_an_epoch_starts_the_epoch_again_and_says_so(synth_data, tmp_path):
+    """Another number of ranks makes a step stand for other clips: a mid-epoch position cannot carry over."""
+    from vidclf import distributed
+    from vidclf.run import build_run
+
+    cut = fit(_cfg(synth_data, tmp_path), console=quiet, show_progress=False, stop=StopAfterReads(5))
+    saved = torch.load(cut.run_dir / "last.pt", weights_only=True)
+    assert (saved["epoch"], saved["step"], saved["epoch_steps"], saved["world"]) == (1, 1, 4, 1)
+    said = []
+    run = build_run(_cfg(synth_data, tmp_path), device=torch.device("cpu"), rank=distributed.Rank(), say=said.append,
+                    resume_from={**saved, "epoch_steps": 2, "world": 2}, run_dir=cut.run_dir)
+    assert (run.state.epoch, run.state.step, run.state.partial) == (1, 0, None)
+    assert run.scheduler.last_epoch == 4  # the start of epoch 2 in this run's steps
+    assert any("took 2 steps an epoch (2 processes) and now takes 4: epoch 2 starts again" in line for line in said)

@@ -34,7 +34,8 @@ class BoardLog:
     def __init__(self, run_dir: Path, *, first_step: int):
         from torch.utils.tensorboard import SummaryWriter
 
-        self.writer = SummaryWriter(log_dir=str(run_dir), purge_step=first_step or None)
+        # purge_step 0 too: a run started again in its folder (killed before its first last.pt) starts clean
+        self.writer = SummaryWriter(log_dir=str(run_dir), purge_step=first_step)
         self.held: list[tuple[int, torch.Tensor, float]] = []  # (step, loss on the device, learning rate)
         self.read_at = time.monotonic()
 

@@ -73,6 +73,7 @@ class TrainState:
     best: float | None = None  # the best value of the monitored metric so far
     history: list[dict] = field(default_factory=list)  # one row per finished epoch
     partial: dict | None = None  # the running sums of the interrupted epoch
+    lr: float | None = None  # the rate of the last step taken (the epoch row of an epoch resumed at its end)
 
 
 @dataclass
@@ -120,7 +121,8 @@ def build_run(cfg: TrainConfig, *, device: torch.device, rank: distributed.Rank,
     scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
     state = TrainState()
     if resume_from is not None:
-        state = _restore(resume_from, model, optimizer, scheduler, scaler, len(train_loader), cfg.data, splits.classes)
+        state = _restore(resume_from, model, optimizer, scheduler, scaler, len(train_loader), cfg.data, splits.classes,
+                         dtype, say)
     run_dir = distributed.broadcast(run_dir or _new_run_dir(cfg))
     if rank.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -208,17 +210,23 @@ def _scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig, steps_per_epo
         optimizer, lambda s: (s + 1) / warm if s < warm else decay((s - warm) // steps_per_epoch))
 
 
-def _restore(saved: dict, model, optimizer, scheduler, scaler, steps_per_epoch: int, data: str,
-             classes: list[str]) -> TrainState:
+def _restore(saved: dict, model, optimizer, scheduler, scaler, steps_per_epoch: int, data: str, classes: list[str],
+             dtype: torch.dtype | None, say: Callable[[str], None]) -> TrainState:
     if list(saved["classes"]) != classes:  # a moved copy of the data must hold the same classes
         raise DatasetError(f"{data}: its classes ({', '.join(classes)}) are not those of the run it would continue "
                            f"({', '.join(saved['classes'])})")
     model.load_state_dict(saved["state_dict"])
     optimizer.load_state_dict(saved["optimizer"])
-    schedule = saved["scheduler"]
-    if "lr_lambdas" not in schedule:  # a per-epoch scheduler of an earlier vidclf: go on from the step reached
-        # (its "constant" schedule was a LambdaLR counting epochs, harmless: that factor is always 1)
-        schedule = {**scheduler.state_dict(), "last_epoch": saved["epoch"] * steps_per_epoch + saved["step"]}
+    epoch, step, partial = saved["epoch"], saved["step"], saved.get("partial")
+    schedule, saved_steps = saved["scheduler"], saved.get("epoch_steps", steps_per_epoch)
+    if saved_steps != steps_per_epoch and step:  # another number of ranks: a step stands for other clips
+        say(f"[yellow]warning[/] the run took {saved_steps} steps an epoch ({saved.get('world', 1)} processes) and now "
+            f"takes {steps_per_epoch}: epoch {epoch + 1} starts again from its beginning")
+        step, partial = 0, None
+    if "lr_lambdas" not in schedule or saved_steps != steps_per_epoch:
+        # Go on from the step reached, counted in this run's steps (the scheduler of an earlier vidclf
+        # counted epochs; its "constant" schedule was a LambdaLR whose factor is always 1, harmless).
+        schedule = {**scheduler.state_dict(), "last_epoch": epoch * steps_per_epoch + step}
     scheduler.load_state_dict(schedule)
     # The rate of the step reached, from this run's schedule: the same as saved when resuming as it
     # was, and over the new total when --epochs changed it (the saved rate belongs to the old one).
@@ -226,7 +234,10 @@ def _restore(saved: dict, model, optimizer, scheduler, scaler, steps_per_epoch: 
         group["lr"] = base * factor(scheduler.last_epoch)
     if saved.get("scaler"):
         scaler.load_state_dict(saved["scaler"])
-    return TrainState(saved["epoch"], saved["step"], saved["best_metric"], saved["history"], saved.get("partial"))
+    precision = str(dtype or torch.float32).removeprefix("torch.")
+    if saved.get("precision", precision) != precision:  # --precision auto on another GPU, say
+        say(f"[yellow]warning[/] the run trained in {saved['precision']} and continues in {precision}")
+    return TrainState(epoch, step, saved["best_metric"], saved["history"], partial, saved.get("lr"))
 
 
 def _wrap(model: torch.nn.Module, cfg: TrainConfig, device: torch.device, rank: distributed.Rank) -> torch.nn.Module:

@@ -92,6 +92,11 @@ class Agreement:
             dist.all_reduce(flags, group=self.group)
         return bool(flags[0] > 0)
 
+    def together(self) -> None:
+        """Wait until every rank is here."""
+        if self.group is not None:
+            dist.barrier(group=self.group)
+
     def saved(self) -> None:
         """last.pt was written: the --save-every clock starts again."""
         self.saved_at = time.monotonic()

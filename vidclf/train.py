@@ -108,7 +108,7 @@ class Trainer:
         self.best_path = run.run_dir / "best.pt" if (run.run_dir / "best.pt").exists() else None
         self.stale = 0  # epochs since the monitored metric last improved
         self.steps = 0  # optimizer steps taken in this call
-        self.lr = run.optimizer.param_groups[0]["lr"]  # the rate of the last step taken
+        self.lr = run.optimizer.param_groups[0]["lr"] if run.state.lr is None else run.state.lr  # of the last step taken
         self.confusion: torch.Tensor | None = None  # of the last validation
         self.epoch_steps = len(run.train_loader)  # before any resume skips some
         first = run.state.epoch * self.epoch_steps + run.state.step
@@ -138,13 +138,14 @@ class Trainer:
             done = self.train_epoch(epoch)
             if done.stopped:  # straight away, even before validating: a scheduler's grace period is short
                 last = self.save("last.pt", epoch=epoch, step=done.step, partial=self.totals(done.sums))
+                self.agreement.together()  # torchrun kills the others once one exits: not while rank 0 writes
                 self.say(f"[yellow]interrupted[/] in epoch {epoch + 1} after step {done.step}/{done.steps}; "
                          f"saved {last}; continue with: {self.continue_with}")
                 return True
             row = self.epoch_row(epoch, done.sums)
             if self.checkpoint(row):
                 break
-            if self.agreement.stop_now():
+            if epoch + 1 < cfg.epochs and self.agreement.stop_now():  # (after the last epoch: done)
                 self.say(f"[yellow]interrupted[/] after epoch {epoch + 1}; continue with: {self.continue_with}")
                 return True
         if self.board is not None and self.confusion is not None:
@@ -334,7 +335,8 @@ class Trainer:
                 "scheduler": run.scheduler.state_dict(),
                 "scaler": run.scaler.state_dict() if run.scaler.is_enabled() else None,
                 "epoch": epoch, "step": step, "best_metric": run.state.best, "history": run.state.history,
-                "partial": partial,
+                "partial": partial, "lr": self.lr, "epoch_steps": self.epoch_steps, "world": run.rank.world,
+                "precision": str(run.dtype or torch.float32).removeprefix("torch."),
             }, path)
         if name == "last.pt":
             self.agreement.saved()
