@@ -54,7 +54,7 @@ def evaluate(
         from vidclf.data.decoder import Decoder
         from vidclf.data.splits import missing_from_split
         from vidclf.device import autocast_dtype, resolve_device
-        from vidclf.evaluate import evaluate_samples, split_samples
+        from vidclf.evaluate import evaluate_samples
         from vidclf.output import stderr
 
         if report_dir is None and (animate or neighbours):
@@ -69,30 +69,24 @@ def evaluate(
             saved = checkpoint.load(clf.path)
             trained = saved.get("train_config", {})
             source = str(manifest) if manifest else data or trained.get("data", "data")
-            samples = split_samples(source, split, clf.classes, val_split=trained.get("val_split", 0.2),
-                                    seed=trained.get("seed", 0))
+            samples = _split(source, split, clf.classes, trained)
             missing = missing_from_split(samples, clf.classes, source=source, split=split)
             if missing and not quiet and rank.is_main:
                 stderr.print(f"[yellow]warning[/] {escape(missing.message)}", highlight=False)
+            run_on = dict(device=distributed.rank_device(dev, rank), dtype=autocast_dtype(dev, precision),
+                          decoder=Decoder(decode_timeout or None), batch_size=batch_size)
             with progress(quiet or not rank.is_main) as bar:
                 task = bar.add_task(f"evaluating {split}", total=-(-len(samples) // rank.world))
-                report = evaluate_samples(
-                    clf, samples, device=distributed.rank_device(dev, rank), dtype=autocast_dtype(dev, precision),
-                    k=top_k, batch_size=batch_size, workers=default_workers() if workers is None else workers,
-                    decoder=Decoder(decode_timeout or None), views=(clips, crops),
-                    progress=lambda n: bar.advance(task, n), probabilities=report_dir is not None)
+                report = evaluate_samples(clf, samples, k=top_k, workers=default_workers() if workers is None else workers,
+                                          views=(clips, crops), progress=lambda n: bar.advance(task, n),
+                                          probabilities=report_dir is not None, **run_on)
             if report_dir is not None:
-                from vidclf.report import Evaluated, select
+                from vidclf.report import Evaluated
 
                 evaluated = Evaluated(samples, source, split, (clips, crops))
-                training = split_samples(source, "train", clf.classes, val_split=trained.get("val_split", 0.2),
-                                         seed=trained.get("seed", 0)) if neighbours else None
-                with progress(quiet or not rank.is_main or not neighbours) as bar:
-                    task = bar.add_task("embedding for --neighbours", total=None)
-                    selection = select(clf, evaluated, report.pop("probabilities"), limit=gallery, training=training,
-                                       device=distributed.rank_device(dev, rank), dtype=autocast_dtype(dev, precision),
-                                       decoder=Decoder(decode_timeout or None), batch_size=batch_size,
-                                       workers=workers, progress=lambda n: bar.advance(task, n))
+                training = _split(source, "train", clf.classes, trained) if neighbours else None
+                selection = _select(clf, evaluated, report.pop("probabilities"), gallery, training, workers,
+                                    quiet=quiet or not rank.is_main, **run_on)
         finally:
             distributed.teardown()
         if not rank.is_main:
@@ -112,6 +106,23 @@ def evaluate(
                           workers=default_workers() if workers is None else workers, quiet=quiet)
         if report["failed"]:
             raise typer.Exit(1)
+
+
+def _split(source: str, split: str, classes: list[str], trained: dict):
+    """The videos of `split`, split as the model's training run split them."""
+    from vidclf.evaluate import split_samples
+
+    return split_samples(source, split, classes, val_split=trained.get("val_split", 0.2), seed=trained.get("seed", 0))
+
+
+def _select(clf, evaluated, probabilities, limit: int, training, workers: int | None, *, quiet: bool, **run_on):
+    """`report.select` (on every rank), with a spinner while --neighbours embeds the train split."""
+    from vidclf.report import select
+
+    with progress(quiet or training is None) as bar:
+        task = bar.add_task("embedding for --neighbours", total=None)
+        return select(clf, evaluated, probabilities, limit=limit, training=training, workers=workers,
+                      progress=lambda n: bar.advance(task, n), **run_on)
 
 
 def _write_report(folder: Path, selection, *, quiet: bool, **settings) -> None:
