@@ -22,7 +22,7 @@ from vidclf.boardlog import BoardLog
 from vidclf.data.datasets import Batch
 from vidclf.device import autocast, resolve_device
 from vidclf.errors import DatasetError
-from vidclf.evaluate import iter_logits
+from vidclf.evaluate import compute_metrics, iter_logits
 from vidclf.mixing import Mixed, mix_clips
 from vidclf.preprocess import channels_first, step_seed, to_model_input
 from vidclf.resume import resume_state
@@ -266,13 +266,12 @@ class Trainer:
                 confusion += torch.bincount(cells, minlength=classes * classes)
         totals = distributed.all_sum([loss, *confusion.tolist()], run.device)
         loss, self.confusion = totals[0], torch.tensor(totals[1:], dtype=torch.float64).view(classes, classes)
-        correct, count = self.confusion.diag(), self.confusion.sum(1)
-        clips = int(count.sum())
+        clips = int(self.confusion.sum())
         if not clips:
             return {"val_loss": None, "val_acc": None, "val_class_acc": None, "val_clips": 0}
-        present = count > 0
-        return {"val_loss": loss / clips, "val_acc": float(correct.sum()) / clips,
-                "val_class_acc": float((correct[present] / count[present]).mean()), "val_clips": clips}
+        metrics = compute_metrics(self.confusion, top_k_correct=0, classes=run.classes, k=1)  # as evaluate reports them
+        return {"val_loss": loss / clips, "val_acc": metrics["accuracy"], "val_class_acc": metrics["mean_class_accuracy"],
+                "val_clips": clips}
 
     def epoch_row(self, epoch: int, sums: dict) -> dict:
         """Validate, then the epoch's metrics over all ranks: logged, drawn, and kept in the history."""
@@ -292,20 +291,8 @@ class Trainer:
         if self.board is not None:
             self.board.epoch(row, step=(epoch + 1) * self.epoch_steps - 1)
         if epoch == 0 and run.cache is not None and run.rank.is_main:
-            self.say(self._cache_line())
+            self.say(run.cache.summary())
         return row
-
-    def _cache_line(self) -> str:
-        """What the decode cache holds after the first epoch, and why not all: it is full, or (balanced
-        epochs subsample large classes) some videos were not drawn yet."""
-        cache = self.run.cache
-        held, videos, size = cache.held(), len(cache.keep), cache.size()
-        line = f"decode cache {cache.folder}: {size / 1e9:.2f} GB of {cache.max_bytes / 1e9:g} GB, {held} of this run's {videos} videos"
-        if held == videos:
-            return line
-        if cache.max_bytes - size < size / max(held, 1):  # no room for one more video like these
-            return line + "; the others are decoded a clip at a time (a larger --cache-size would keep them)"
-        return line + "; the others are cached when first drawn"
 
     def checkpoint(self, row: dict) -> bool:
         """best.pt when the monitored metric improved, last.pt always; True when patience ran out."""

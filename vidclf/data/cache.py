@@ -250,6 +250,17 @@ class ClipCache:
         """How many of `keep`'s entries are on disk."""
         return sum((self.folder / name[:2] / name).exists() for name in self.keep)
 
+    def summary(self) -> str:
+        """What the cache holds of `keep`, and why not all: it is full, or (balanced epochs subsample
+        large classes) some videos were not drawn yet."""
+        held, videos, size = self.held(), len(self.keep), self.size()
+        line = f"decode cache {self.folder}: {size / 1e9:.2f} GB of {self.max_bytes / 1e9:g} GB, {held} of this run's {videos} videos"
+        if held == videos:
+            return line
+        if self.max_bytes - size < size / max(held, 1):  # no room for one more video like these
+            return line + "; the others are decoded a clip at a time (a larger --cache-size would keep them)"
+        return line + "; the others are cached when first drawn"
+
     def count(self) -> tuple[int, int]:
         """(entries of the current format, entries of older ones)."""
         names = [e.name for e in self._files()]
