@@ -4,12 +4,14 @@ decode cache being written), and torchrun ranks that must stop after the same st
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Callable
 
 import pytest
 import torch
@@ -107,50 +109,105 @@ def test_sigkill_of_every_process_while_the_cache_fills_loses_at_most_a_save(syn
     assert_same_weights(last, reference)
 
 
+def _children(pid: int) -> list[int]:
+    pids = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            pids += map(int, (task / "children").read_text().split())
+        except OSError:
+            pass  # the thread ended
+    return pids
+
+
 def _rank_pid(torchrun: subprocess.Popen, rank: int) -> int:
     """The pid of one of torchrun's ranks: its child whose environment says RANK=rank."""
     deadline = time.time() + 60
     while time.time() < deadline:
-        for task in Path(f"/proc/{torchrun.pid}/task").iterdir():
-            for pid in (task / "children").read_text().split():
-                try:
-                    env = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
-                except OSError:
-                    continue
-                if f"RANK={rank}".encode() in env:
-                    return int(pid)
+        for pid in _children(torchrun.pid):
+            try:
+                env = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if f"RANK={rank}".encode() in env:
+                return pid
         time.sleep(0.1)
     raise AssertionError(f"torchrun started no rank {rank}")
 
 
-def test_torchrun_ranks_stop_after_the_same_step_and_the_same_command_finishes_the_run(tmp_path):
-    """A signal that reaches one rank stops both after the same step (a rank stopping alone would
-    leave the other in an all-reduce for ever); a signal to torchrun, which passes it to its ranks,
-    does too. Each time the same command continues, and the run ends with the weights of one never stopped.
+def _job(pid: int) -> list[int]:
+    """Every process of a job: `pid` and all its descendants (torchrun starts each rank in a session
+    of its own, so only a walk of the tree finds them all, as a scheduler's cgroup does)."""
+    job, todo = [], [pid]
+    while todo:
+        job.append(todo.pop())
+        todo += _children(job[-1])
+    return job
 
-    Ranks agree every 4th step (stopping.EVERY), so epochs here are 20 steps long: a signal sent after
-    the epoch's first agreed save lands well before its end."""
+
+def _sigterm_the_job(pid: int) -> int:
+    """SIGTERM to every process of the job at once, as Slurm or Kubernetes stop one; the count signalled."""
+    job = _job(pid)
+    for p in job:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(p, signal.SIGTERM)
+    return len(job)
+
+
+@pytest.fixture(scope="module")
+def ddp(tmp_path_factory) -> tuple[Path, Path]:
+    """Data of 40 training clips (20 steps an epoch on each of two ranks) and last.pt of the torchrun run
+    uninterrupted. Ranks agree every 4th step (stopping.EVERY): a signal sent after an agreed save
+    lands well before the epoch's end."""
     from vidclf.synth import write_dataset
 
-    data = tmp_path / "data"
-    write_dataset(data, **{**SMALL, "clips_per_class": 16})  # 40 training clips: 20 steps a rank
+    tmp = tmp_path_factory.mktemp("ddp")
+    write_dataset(tmp / "data", **{**SMALL, "clips_per_class": 16})
+    _finish([*TORCHRUN, *_command(tmp / "data", tmp, "whole", workers=0)])
+    return tmp / "data", tmp / "models" / "whole" / "last.pt"
 
-    def torchrun(run: str) -> list[str]:
-        return [*TORCHRUN, *_command(data, tmp_path, run, workers=0)]
 
-    _finish(torchrun("whole"))
+def _interrupt(cmd: list[str], last: Path, position: tuple[int, int], send: Callable[[subprocess.Popen], object]) -> str:
+    """Start `cmd`, signal it with `send` once last.pt has reached `position`, and check that every rank
+    stopped mid-epoch, later than that, with rank 0's last.pt written; stderr."""
+    proc = _start(cmd)
+    _wait_until_saved(last, proc, position)
+    send(proc)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode != 0  # torchrun reports ranks that exit 130, and its own signal, as failures
+    assert "interrupted in epoch" in err and "continue with: the same command" in err, err[-3000:]
+    epoch, step = _position(last)
+    assert epoch == position[0] and step > position[1], err[-3000:]
+    return err
+
+
+def test_torchrun_ranks_stop_after_the_same_step_and_the_same_command_finishes_the_run(ddp, tmp_path):
+    """A signal that reaches one rank stops both after the same step (a rank stopping alone would
+    leave the other in an all-reduce for ever); a signal to torchrun, which passes it to its ranks,
+    does too. Each time the same command continues, and the run ends with the weights of one never stopped."""
+    data, reference = ddp
+    cmd = [*TORCHRUN, *_command(data, tmp_path, "cut", workers=0)]
     last = tmp_path / "models" / "cut" / "last.pt"
-    for position, target in (((1, 1), "one rank"), ((2, 1), "torchrun")):
-        proc = _start(torchrun("cut"))
-        _wait_until_saved(last, proc, position)
-        os.kill(_rank_pid(proc, 1) if target == "one rank" else proc.pid, signal.SIGTERM)
-        _, err = proc.communicate(timeout=120)
-        assert proc.returncode != 0  # torchrun reports ranks that exit 130, and its own signal, as failures
-        assert "interrupted in epoch" in err and "continue with: the same command" in err, err[-3000:]
-        epoch, step = _position(last)
-        assert epoch == position[0] and step > position[1], target  # mid-epoch, later than the save awaited
-    _finish(torchrun("cut"))
-    assert_same_weights(last, tmp_path / "models" / "whole" / "last.pt")
+    _interrupt(cmd, last, (1, 1), lambda proc: os.kill(_rank_pid(proc, 1), signal.SIGTERM))
+    _interrupt(cmd, last, (2, 1), lambda proc: os.kill(proc.pid, signal.SIGTERM))
+    _finish(cmd)
+    assert_same_weights(last, reference)
+
+
+def test_sigterm_to_every_process_of_a_torchrun_job_with_workers_stops_cleanly_and_continues(ddp, tmp_path):
+    """Schedulers signal every process of a job at once: torchrun, the ranks, their DataLoader workers,
+    the forkserver that starts those and the decoding children. Only the ranks may act on it: a helper
+    that died first failed the step it served ("DataLoader worker exited unexpectedly") and lost the epoch.
+    Once in the first epoch, once in the second; then the same command ends with the unstopped weights."""
+    data, reference = ddp
+    cmd = [*TORCHRUN, *_command(data, tmp_path, "job", workers=2)]
+    last = tmp_path / "models" / "job" / "last.pt"
+    for position in ((0, 1), (1, 1)):
+        signalled = []
+        err = _interrupt(cmd, last, position, lambda proc: signalled.append(_sigterm_the_job(proc.pid)))
+        assert signalled[0] >= 1 + 2 * (1 + 2), "torchrun, two ranks and their two workers each"
+        assert "exited unexpectedly" not in err and "error:" not in err, err[-3000:]
+    _finish(cmd)
+    assert_same_weights(last, reference)
 
 
 def test_continuing_keeps_the_recipe_applies_where_and_how_to_run_and_names_what_differs(trained):

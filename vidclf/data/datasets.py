@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import atexit
 import multiprocessing.process
+import multiprocessing.resource_tracker
 import functools
 import os
 import random
@@ -21,7 +22,7 @@ import torch
 from vidclf.data.balance import balanced_order
 from vidclf.data.cache import ClipCache, settings_key
 from vidclf.data.entry import write_entry
-from vidclf.data.decoder import Decoder
+from vidclf.data.decoder import Decoder, stop_signals_blocked
 from vidclf.preprocess import Preprocess
 from vidclf.data.files import Sample
 from vidclf.data.sampling import sample_indices
@@ -193,7 +194,7 @@ def clip_loader(dataset: ClipDataset, *, batch_size: int, workers: int, device: 
     """
     import sys
 
-    loader = torch.utils.data.DataLoader(
+    loader = _Loader(
         dataset, batch_size=batch_size, sampler=sampler, num_workers=workers,
         collate_fn=functools.partial(collate, pad_to=pad_to),  # fixed T: the model sees one shape
         pin_memory=device.type == "cuda",
@@ -204,6 +205,18 @@ def clip_loader(dataset: ClipDataset, *, batch_size: int, workers: int, device: 
     )
     _LOADERS.add(loader)
     return loader
+
+
+class _Loader(torch.utils.data.DataLoader):
+    """Starts its workers (and the forkserver, when it starts them) with the stop signals blocked."""
+
+    def __iter__(self):
+        if self.num_workers:
+            # multiprocessing's resource tracker unblocks SIGINT and SIGTERM once it has started itself,
+            # which would end our block before the forkserver starts: start it first.
+            multiprocessing.resource_tracker.ensure_running()
+        with stop_signals_blocked():
+            return super().__iter__()
 
 
 # Workers ignore SIGTERM (worker_init), so they must be told to stop: multiprocessing's own exit

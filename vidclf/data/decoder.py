@@ -12,6 +12,7 @@ frames decode; if none comes for `timeout` seconds the child is killed, the vide
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -130,13 +131,14 @@ class _Child:
         from_child_r, from_child_w = os.pipe()
         package_parent = str(Path(__file__).resolve().parents[2])  # the same vidclf, installed or not
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [package_parent, os.environ.get("PYTHONPATH")]))}
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "vidclf.data.decoder", str(to_child_r), str(from_child_w)],
-            pass_fds=(to_child_r, from_child_w), env=env,
-            # Not the caller's streams: a child abandoned mid-read could hold a pipe open for hours,
-            # and `vidclf … | consumer` would wait for an end of file that never comes.
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )
+        with stop_signals_blocked():
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "vidclf.data.decoder", str(to_child_r), str(from_child_w)],
+                pass_fds=(to_child_r, from_child_w), env=env,
+                # Not the caller's streams: a child abandoned mid-read could hold a pipe open for hours,
+                # and `vidclf … | consumer` would wait for an end of file that never comes.
+                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            )
         os.close(to_child_r)
         os.close(from_child_w)
         self.requests, self.messages = Connection(to_child_w, readable=False), Connection(from_child_r, writable=False)
@@ -250,6 +252,23 @@ def ignore_stop_signals() -> None:
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, signal.SIG_IGN)
+
+
+@contextlib.contextmanager
+def stop_signals_blocked() -> Iterator[None]:
+    """Helper processes started inside are born with Ctrl-C and SIGTERM blocked (a signal mask survives
+    fork and exec, a handler does not), so a signal to the whole job cannot kill one before it ignores
+    them: a Python child's imports take seconds, and multiprocessing's forkserver never ignores SIGTERM
+    at all (it died, and the DataLoader workers it forked followed it). Only the calling thread's mask
+    changes: a signal meant for this process reaches another thread at once, or this one at the end."""
+    import signal
+
+    stops = {signal.SIGINT, signal.SIGTERM}
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, stops)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 if __name__ == "__main__":
