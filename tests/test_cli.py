@@ -68,12 +68,14 @@ def test_synth_then_check(tmp_path):
 
 
 def test_models_and_summary_list_every_architecture():
-    from vidclf.models import MODELS
+    from vidclf.models import MODELS, weights_preprocess
 
     listing = json.loads(invoke("models", "--format", "json").stdout)
-    assert set(listing) == set(MODELS) >= {"cnn-lstm", "convgru"}
+    assert set(listing) == set(MODELS) >= {"cnn-lstm", "convgru", "r3d_18", "mvit_v2_s"}
     for arch in MODELS:
-        result = invoke("summary", "--arch", arch, "--frames", "4", "--size", "32")
+        fixed = weights_preprocess(arch, None)  # mvit_v2_s takes one shape only; s3d at least 6 frames
+        frames, size = (fixed.frames, fixed.size) if fixed else (6, 32)
+        result = invoke("summary", "--arch", arch, "--frames", frames, "--size", size)
         assert result.exit_code == 0, result.output
         assert "GFLOP" in result.stdout
     bad = invoke("summary", "--arch", "nope")

@@ -8,8 +8,15 @@ import torch.nn.functional as F
 
 from vidclf.models import MODELS, build_model, model_options
 from vidclf.models.conv_recurrent import ConvGRUCell, ConvLSTMCell, ConvRNNCell, ConvRecurrentLayer
+from vidclf.models.video_nets import FIXED, PARTS
 
-VARIANTS = [(name, {}) for name in MODELS] + [
+# torchvision's video networks run here at 6 frames, not their default 16, to keep these tests cheap: what
+# they check is how clips reach a network (resampled by their lengths), the same code for all six. mvit_v2_s
+# takes only 16 frames of 224² (~60× the work of these 32² clips), so it runs in tests/test_video_models.py.
+OPTIONS = {name: {"frames": 6} for name in PARTS}  # 6: the fewest s3d takes
+NAMES = [name for name in MODELS if name not in FIXED]
+
+VARIANTS = [(name, OPTIONS.get(name, {})) for name in NAMES] + [
     ("cnn-lstm", {"rnn": "gru", "num_layers": 2, "dropout": 0.1}),
     ("cnn-lstm", {"rnn": "rnn", "bidirectional": True}),
     ("cnn-lstm", {"bidirectional": True, "num_layers": 2, "motion_features": False}),
@@ -30,9 +37,9 @@ def test_forward_backward_shapes(name, options):
     assert model.forward_head(model.forward_features(x, torch.tensor([6, 4, 1]))).shape == (3, 5)
 
 
-@pytest.mark.parametrize("name", list(MODELS))
+@pytest.mark.parametrize("name", NAMES)
 def test_six_input_channels(name):
-    model = build_model(name, 4, in_channels=6)
+    model = build_model(name, 4, in_channels=6, **OPTIONS.get(name, {}))
     assert model(torch.randn(2, 4, 6, 32, 32), torch.tensor([4, 2])).shape == (2, 4)
 
 
@@ -57,9 +64,13 @@ def test_padding_never_changes_the_logits(name, options):
     assert torch.allclose(alone[0], batch[0], atol=1e-5)
 
 
-@pytest.mark.parametrize("name,options", VARIANTS)
+# Compiling a video network costs 5-20 s on 2 cores, so two stand for the six: r3d_18 for the convolutional
+# ones (mc3_18 and r2plus1d_18 are its class with other blocks; s3d is convolutions and pools too) and
+# swin3d_t, whose windows and padding are the most Python in torchvision's forward. The adapter is the same.
+@pytest.mark.parametrize("name,options", [v for v in VARIANTS if v[0] not in ("mc3_18", "r2plus1d_18", "s3d")])
 def test_compiled_model_matches_eager_and_new_lengths_do_not_recompile(name, options):
-    """Lengths select the state by gather, never by shape: one compiled graph serves every batch.
+    """Lengths select the state (or, for the video networks, the frames) by gather, never by shape: one
+    compiled graph serves every batch.
 
     aot_eager traces as inductor does without a C++ compiler; inductor's numerics are checked on CUDA.
     """
@@ -81,6 +92,30 @@ def test_rebuilds_from_its_config(name):
     again = build_model(name, 3, **config)  # lists, as a checkpoint may hand them back
     assert again.state_dict().keys() == model.state_dict().keys()
     assert all(a.shape == b.shape for a, b in zip(again.state_dict().values(), model.state_dict().values()))
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_freeze_backbone_keeps_weights_and_batchnorm_statistics_bit_for_bit(name):
+    """Frozen: everything but the head (the CNN+LSTM: its CNN only, the recurrent layer still learns)."""
+    torch.manual_seed(0)
+    model = build_model(name, 3, freeze_backbone=True, **OPTIONS.get(name, {}))
+    frozen_prefix = "backbone." if name == "cnn-lstm" else ""
+    frozen = {k: v.clone() for k, v in model.state_dict().items()
+              if k.startswith(frozen_prefix) and not k.startswith("head.")}
+    assert any("running_mean" in k for k in frozen) or name == "swin3d_t"  # BatchNorm statistics are among them
+    buffers = {k for k, _ in model.named_buffers()}
+    assert {k for k, p in model.named_parameters() if not p.requires_grad} == frozen.keys() - buffers
+    head = model.head.weight.clone()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=0.1, weight_decay=0.1)  # as training hands them all over
+    x, lengths, y = torch.randn(2, 6, 3, 32, 32), torch.tensor([6, 4]), torch.tensor([0, 2])
+    model.train()
+    for _ in range(3):
+        optimizer.zero_grad()
+        F.cross_entropy(model(x, lengths), y).backward()
+        optimizer.step()
+    after = model.state_dict()
+    assert all(torch.equal(after[k], v) for k, v in frozen.items())
+    assert not torch.equal(model.head.weight, head)
 
 
 def test_registry_errors_name_the_choices():
@@ -187,13 +222,14 @@ def test_torchvision_backbones_and_local_pretrained_weights(backbone, tmp_path):
 def test_pretrained_errors_are_clear(tmp_path):
     with pytest.raises(ValueError, match="small backbone has no pretrained weights"):
         build_model("cnn-lstm", 3, pretrained="imagenet")
-    with pytest.raises(ValueError, match="could not load backbone weights"):
+    with pytest.raises(ValueError, match="missing.pt: could not load pretrained weights"):
         build_model("cnn-lstm", 3, backbone="resnet18", pretrained=str(tmp_path / "missing.pt"))
     other = tmp_path / "mobilenet.pt"
     from torchvision import models
 
     torch.save(models.mobilenet_v3_small(weights=None).state_dict(), other)
-    with pytest.raises(ValueError, match="not a torchvision resnet18 state_dict"):
+    with pytest.raises(ValueError, match=r"not a torchvision resnet18 state_dict \(\d+ keys missing, e\.g\. conv1\.weight; "
+                                         r"\d+ unexpected, e\.g\. features\.0\.0\.weight\)$"):
         build_model("cnn-lstm", 3, backbone="resnet18", pretrained=str(other))
 
 

@@ -205,10 +205,13 @@ def test_cli_options_map_onto_the_train_config():
     options = dict(data="d", arch="convgru", frames=8, size=32, batch_size=2, epochs=None, no_cache=True, cache=None,
                    backbone=None, pretrained=None, freeze_backbone=False, rnn=None, hidden_size=None, layers=None,
                    bidirectional=False, dropout=0.1, hidden_channels="8,8", kernel_sizes=None, quiet=True,
-                   verbose=False, resume=None)
-    cfg = _new_config(options)
+                   verbose=False, resume=None, input=None, init=None, backbone_lr=0.1)
+    cfg = _new_config(options, say=print)
     assert (cfg.data, cfg.arch, cfg.num_frames, cfg.size, cfg.batch_size, cfg.epochs) == ("d", "convgru", 8, 32, 2, 10)
     assert cfg.cache is None and cfg.model == {"dropout": 0.1, "hidden_channels": (8, 8)}
+    assert (cfg.input, cfg.mean, cfg.init, cfg.backbone_lr) == ("rgb+diff", None, None, 0.1)
+    defaults = _new_config({**options, "arch": None, "frames": None, "size": None}, say=print)
+    assert (defaults.arch, defaults.num_frames, defaults.size) == ("cnn-lstm", 16, 64)
 
 
 def test_cli_train_gives_the_signal_handlers_back(synth_data, tmp_path):

@@ -100,6 +100,7 @@ class Classifier:
     preprocess: Preprocess
     path: Path
     decoder: dict[str, str] | None = None  # the decoder build that read its training frames; None: not recorded
+    start: dict | None = None  # where its weights started (start.record); None: not recorded
 
 
 def load_classifier(path: str | Path, *, device: torch.device) -> Classifier:
@@ -109,12 +110,13 @@ def load_classifier(path: str | Path, *, device: torch.device) -> Classifier:
     ckpt = load(path)
     spec = ckpt["model"]
     try:
-        model = build_model(spec["name"], spec["num_classes"], **spec["config"])
+        # The state_dict holds the weights: pretrained ones are not fetched again.
+        model = build_model(spec["name"], spec["num_classes"], **{**spec["config"], "pretrained": None})
         model.load_state_dict(ckpt["state_dict"])
         pre = Preprocess(**{k: tuple(v) if isinstance(v, list) else v for k, v in ckpt["preprocess"].items()})
     except (KeyError, TypeError, ValueError, RuntimeError) as err:
         raise CheckpointError(f"{path}: the checkpoint does not match this vidclf version ({err})") from None
-    return Classifier(model.to(device).eval(), list(ckpt["classes"]), pre, Path(path), ckpt.get("decoder"))
+    return Classifier(model.to(device).eval(), list(ckpt["classes"]), pre, Path(path), ckpt.get("decoder"), ckpt.get("start"))
 
 
 def newest_best(root: str | Path) -> Path:

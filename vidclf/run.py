@@ -24,8 +24,9 @@ from vidclf.data.decoder import DEFAULT_TIMEOUT, Decoder
 from vidclf.device import autocast_dtype
 from vidclf.errors import DatasetError
 from vidclf.mixing import check_mix
-from vidclf.models import build_model
+from vidclf.models import build_model, input_options
 from vidclf.preprocess import Preprocess, in_channels
+from vidclf.start import apply_init, param_groups
 
 
 @dataclass
@@ -37,6 +38,10 @@ class TrainConfig:
     size: int = 64  # frames resized to size×size
     frame_stride: int = 1  # gap between the frames of a random training clip
     input: str = Preprocess.input  # rgb | diff | rgb+diff
+    mean: tuple[float, float, float] | None = None  # per channel, 0–1 scale; None: vidclf's (start.resolve gives the weights')
+    std: tuple[float, float, float] | None = None
+    init: str | None = None  # a vidclf checkpoint whose weights the run starts from (start.apply_init)
+    backbone_lr: float = 1.0  # everything but the head trains at lr × backbone_lr
     batch_size: int = 16
     epochs: int = 10
     lr: float = 1e-3
@@ -108,14 +113,12 @@ def build_run(cfg: TrainConfig, *, device: torch.device, rank: distributed.Rank,
     splits = scan(cfg.data, val_split=cfg.val_split, seed=cfg.seed)
     if not splits.train:
         raise DatasetError(f"{cfg.data}: no training videos found")
-    pre = Preprocess(num_frames=cfg.num_frames, size=cfg.size, frame_stride=cfg.frame_stride, input=cfg.input)
+    pre = _preprocess(cfg)
     raise_or_warn(check_splits(splits, cfg.data), lambda message: say(f"[yellow]warning[/] {escape(message)}"))
     cache = _cache(cfg, splits, pre, say)
     train_set, sampler, train_loader, val_loader = _data(cfg, splits, pre, cache, device, rank)
-    torch.manual_seed(cfg.seed)  # the same initial weights on every rank and every run
-    model_cfg = {**{k: v for k, v in cfg.model.items() if v is not None}, "in_channels": in_channels(cfg.input)}
-    model = build_model(cfg.arch, len(splits.classes), **model_cfg).to(device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    model = _model(cfg, splits.classes, fresh=resume_from is None, say=say).to(device)
+    optimizer = torch.optim.AdamW(param_groups(model, lr=cfg.lr, backbone_lr=cfg.backbone_lr), weight_decay=cfg.weight_decay)
     scheduler = _scheduler(optimizer, cfg, len(train_loader))
     dtype = autocast_dtype(device, cfg.precision)
     scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
@@ -133,6 +136,24 @@ def build_run(cfg: TrainConfig, *, device: torch.device, rank: distributed.Rank,
                _wrap(model, cfg, device, rank), optimizer, scheduler, scaler, dtype, run_dir, state, weights)
 
 
+def _preprocess(cfg: TrainConfig) -> Preprocess:
+    normalise = {"mean": tuple(cfg.mean), "std": tuple(cfg.std)} if cfg.mean and cfg.std else {}
+    return Preprocess(num_frames=cfg.num_frames, size=cfg.size, frame_stride=cfg.frame_stride, input=cfg.input,
+                      **normalise)
+
+
+def _model(cfg: TrainConfig, classes: list[str], *, fresh: bool, say: Callable[[str], None]) -> torch.nn.Module:
+    """The network, with its start's weights: pretrained weights or an --init checkpoint's for a fresh run;
+    none for a continued one, whose last.pt holds them (and must not need a download again)."""
+    torch.manual_seed(cfg.seed)  # the same initial weights on every rank and every run
+    options = {k: v for k, v in cfg.model.items() if v is not None and (fresh or k != "pretrained")}
+    options = {**input_options(cfg.arch, in_channels=in_channels(cfg.input), num_frames=cfg.num_frames), **options}
+    model = build_model(cfg.arch, len(classes), **options)
+    if fresh and cfg.init:
+        say(escape(apply_init(model, cfg.init, classes)))
+    return model
+
+
 def _check_recipe(cfg: TrainConfig) -> None:
     """Fail before any data is read, not at the first step."""
     if cfg.schedule not in SCHEDULES:
@@ -146,6 +167,8 @@ def _check_recipe(cfg: TrainConfig) -> None:
         raise ValueError(f"--balance should be one of {', '.join(BALANCE)}, got {cfg.balance!r}")
     if cfg.monitor not in MONITORS:
         raise ValueError(f"--monitor should be one of {', '.join(MONITORS)}, got {cfg.monitor!r}")
+    if cfg.backbone_lr <= 0:
+        raise ValueError(f"--backbone-lr should be > 0 (a fraction of --lr), got {cfg.backbone_lr}")
     if cfg.tensorboard:
         boardlog.require()
 

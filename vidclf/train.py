@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from rich.console import Console
 from rich.markup import escape
 
-from vidclf import checkpoint, distributed
+from vidclf import checkpoint, distributed, start
 from vidclf.boardlog import BoardLog
 from vidclf.data.datasets import Batch
 from vidclf.device import autocast, resolve_device
@@ -318,6 +318,7 @@ class Trainer:
             checkpoint.save({
                 "model": {"name": run.cfg.arch, "num_classes": len(run.classes), "config": asdict(run.model.config)},
                 "classes": run.classes, "preprocess": asdict(run.pre), "train_config": asdict(run.cfg),
+                "start": start.record(run.cfg),
                 "state_dict": run.model.state_dict(), "optimizer": run.optimizer.state_dict(),
                 "scheduler": run.scheduler.state_dict(),
                 "scaler": run.scaler.state_dict() if run.scaler.is_enabled() else None,

@@ -11,8 +11,10 @@ from vidclf.cli.common import ReportFormat, ReportOption, Verbose, app, errors
 
 # Architecture options: None means "the architecture's default" and is not passed on.
 Backbone = Annotated[Optional[str], typer.Option(help="cnn-lstm: small, resnet18 or mobilenet_v3_small.", rich_help_panel="Model")]
-Pretrained = Annotated[Optional[str], typer.Option(help="cnn-lstm: 'imagenet' (torchvision weights) or a local state_dict file.", rich_help_panel="Model")]
-FreezeBackbone = Annotated[bool, typer.Option(help="cnn-lstm: train only the recurrent part and the head.", rich_help_panel="Model")]
+Pretrained = Annotated[Optional[str], typer.Option(help="Start from torchvision's weights: 'kinetics400' for the video nets (r3d_18 …), "
+                                                        "'imagenet' for cnn-lstm's backbone, or a local state_dict FILE of them.", rich_help_panel="Model")]
+FreezeBackbone = Annotated[bool, typer.Option(help="Train only the head (cnn-lstm: the recurrent part and the head); frozen parts keep "
+                                                   "their BatchNorm statistics too.", rich_help_panel="Model")]
 Rnn = Annotated[Optional[str], typer.Option(help="cnn-lstm: lstm, gru or rnn.", rich_help_panel="Model")]
 HiddenSize = Annotated[Optional[int], typer.Option(help="cnn-lstm: recurrent hidden size.", rich_help_panel="Model")]
 Layers = Annotated[Optional[int], typer.Option(help="cnn-lstm: stacked recurrent layers.", rich_help_panel="Model")]
@@ -25,7 +27,7 @@ KernelSizes = Annotated[Optional[str], typer.Option(help="conv*: kernel size per
 MODEL_FLAGS = {"backbone": "--backbone", "pretrained": "--pretrained", "freeze_backbone": "--freeze-backbone",
                "rnn": "--rnn", "hidden_size": "--hidden-size", "num_layers": "--layers",
                "bidirectional": "--bidirectional", "dropout": "--dropout", "hidden_channels": "--hidden-channels",
-               "kernel_sizes": "--kernel-sizes", "in_channels": "--input"}
+               "kernel_sizes": "--kernel-sizes", "in_channels": "--input", "frames": "--frames"}
 
 
 def _ints(text: Optional[str], name: str) -> Optional[tuple[int, ...]]:
@@ -104,7 +106,7 @@ def summary(
         if model is not None:
             _summarise_checkpoint(model)
             return
-        from vidclf.models import build_model
+        from vidclf.models import build_model, input_options
         from vidclf.output import stdout
         from vidclf.preprocess import in_channels
         from vidclf.summary import summarize, summary_table
@@ -112,13 +114,14 @@ def summary(
         options = model_options(backbone, pretrained, freeze_backbone, rnn, hidden_size, layers, bidirectional,
                                 dropout, hidden_channels, kernel_sizes)
         channels = in_channels(input)
-        net = build_model(arch, classes, in_channels=channels, **options)
+        net = build_model(arch, classes, **input_options(arch, in_channels=channels, num_frames=frames), **options)
         stdout.print(summary_table(summarize(net, (frames, channels, size, size))))
 
 
 def _summarise_checkpoint(path: Path) -> None:
     import torch
 
+    from vidclf import start
     from vidclf.checkpoint import load_classifier
     from vidclf.data.provenance import describe
     from vidclf.output import stdout
@@ -130,4 +133,4 @@ def _summarise_checkpoint(path: Path) -> None:
     stdout.print(summary_table(summarize(clf.model, (pre.num_frames, in_channels(pre.input), pre.size, pre.size))))
     decoder = (f"training frames decoded by {describe(clf.decoder)}" if clf.decoder else
                "the decoder of its training frames is not recorded (an earlier vidclf wrote it)")
-    stdout.print(f"{path}: {len(clf.classes)} classes; {decoder}", highlight=False)
+    stdout.print(f"{path}: {len(clf.classes)} classes; {start.describe(clf.start)}; {decoder}", highlight=False)

@@ -19,14 +19,18 @@ RENAMED = {"frames": "num_frames"}  # option name → TrainConfig field, where t
 @app.command()
 def train(
     data: Annotated[str, typer.Option(help="Dataset folder (class folders or train/val/test) or a CSV manifest.")] = "data",
-    arch: Annotated[str, typer.Option(help="Architecture (see `vidclf models`).")] = "cnn-lstm",
+    arch: Annotated[Optional[str], typer.Option(help="Architecture (see `vidclf models`). [default: cnn-lstm, or --init's]")] = None,
     backbone: Backbone = None, pretrained: Pretrained = None, freeze_backbone: FreezeBackbone = False,
     rnn: Rnn = None, hidden_size: HiddenSize = None, layers: Layers = None, bidirectional: Bidirectional = False,
     dropout: Dropout = None, hidden_channels: HiddenChannels = None, kernel_sizes: KernelSizes = None,
-    frames: Annotated[int, typer.Option(help="Frames per clip.")] = 16,
-    size: Annotated[int, typer.Option(help="Frames are resized to SIZE×SIZE.")] = 64,
+    frames: Annotated[Optional[int], typer.Option(help="Frames per clip. [default: 16, or what --init's or --pretrained's weights were trained with]")] = None,
+    size: Annotated[Optional[int], typer.Option(help="Frames are resized to SIZE×SIZE. [default: 64, or what --init's or --pretrained's weights were trained with]")] = None,
     frame_stride: Annotated[int, typer.Option(help="Gap between the frames of a random training clip.")] = 1,
-    input: Annotated[str, typer.Option(help="rgb, diff (x_t − x_(t−1)) or rgb+diff (both: see README).")] = "rgb+diff",
+    input: Annotated[Optional[str], typer.Option(help="rgb, diff (x_t − x_(t−1)) or rgb+diff (both: see README). [default: rgb+diff, or --init's]")] = None,
+    init: Annotated[Optional[Path], typer.Option(help="Start from this vidclf checkpoint's weights (fine-tuning): its architecture and input; "
+                                                      "a new head when the classes differ.", rich_help_panel="Model")] = None,
+    backbone_lr: Annotated[float, typer.Option(help="Everything but the head trains at --lr × this (e.g. 0.1 for pretrained or --init weights).",
+                                               rich_help_panel="Model")] = 1.0,
     batch_size: Annotated[int, typer.Option(help="Clips per step.")] = 16,
     epochs: Annotated[Optional[int], typer.Option(help="Epochs to train (with --resume: the new total, over which the schedule then runs). [default: 10]")] = None,
     lr: Annotated[float, typer.Option(help="AdamW learning rate.")] = 1e-3,
@@ -82,7 +86,7 @@ def train(
                                 cache_size=cache_size, decode_timeout=decode_timeout, save_every=save_every,
                                 tensorboard=tensorboard)
         else:
-            cfg = _new_config(options)
+            cfg = _new_config(options, say=console.print)
         if name is not None:
             run_dir, hint = Path(out) / name, "the same command"
             cfg, resume = _continued(cfg, run_dir / "last.pt", console)
@@ -111,17 +115,28 @@ def _continued(asked, last: Path, console):
     return cfg, last
 
 
-def _new_config(options: dict):
-    """The TrainConfig of these options: most are its fields by the same name."""
-    from dataclasses import fields
+def _new_config(options: dict, say):
+    """The TrainConfig of these options: most are its fields by the same name; the architecture, input
+    and frames follow where the weights start (start.resolve)."""
+    from dataclasses import asdict, fields
 
+    from vidclf import distributed
+    from vidclf.start import resolve
     from vidclf.train import TrainConfig
 
     known = {f.name for f in fields(TrainConfig)}
     values = {RENAMED.get(k, k): v for k, v in options.items() if RENAMED.get(k, k) in known}
+    shape = resolve(arch=options["arch"], model=model_options(*(options[k] for k in MODEL_PARAMS)),
+                    init=None if options["init"] is None else str(options["init"]), num_frames=options["frames"],
+                    size=options["size"], input=options["input"], say=say if distributed.launched_as_main() else _quiet)
     values.update(
-        model=model_options(*(options[k] for k in MODEL_PARAMS)),
+        asdict(shape),
+        init=None if options["init"] is None else str(options["init"]),
         cache=None if options["no_cache"] else (options["cache"] or ""),
         epochs=10 if options["epochs"] is None else options["epochs"],
     )
     return TrainConfig(**values)
+
+
+def _quiet(*args, **kwargs) -> None:
+    pass

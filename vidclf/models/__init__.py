@@ -3,7 +3,13 @@
 Every model takes float (B, T, C, H, W) clips and, optionally, their lengths (B,) (without them
 every clip is T frames long, so `model(x)` works as for any torchvision model) and returns logits
 (B, num_classes); `forward_features` and `forward_head` are separate, and `model.config` is the
-dataclass that rebuilds it (`build_model(name, n, **asdict(model.config))`).
+dataclass that rebuilds it (`build_model(name, n, **asdict(model.config))`), and `model.head` is the
+classifier a new set of classes replaces. `weights_preprocess(name, pretrained)` says how frames must look
+for an architecture's pretrained weights (mean, std, size, frames), or None.
+
+Recurrent: cnn-lstm (cnn_lstm.py), convgru, convlstm, convrnn (conv_recurrent.py). torchvision's Kinetics-400
+networks (video_nets.py): r3d_18, mc3_18, r2plus1d_18, s3d, mvit_v2_s, swin3d_t. Shared weight loading and
+first-conv widening: weights.py.
 """
 
 from __future__ import annotations
@@ -51,6 +57,14 @@ def build_model(name: str, num_classes: int, **config) -> nn.Module:
     return builder(num_classes, cfg)
 
 
+def input_options(name: str, *, in_channels: int, num_frames: int) -> dict:
+    """The options that follow a run's input: its channels, and for a network that takes a fixed clip
+    length (the 3D ones), the run's frames, so its clips go in as they are."""
+    config_class, _ = _lookup(name)
+    takes_frames = any(f.name == "frames" for f in fields(config_class))
+    return {"in_channels": in_channels, **({"frames": num_frames} if takes_frames else {})}
+
+
 def model_options(name: str) -> list[tuple[str, str, object, str]]:
     """(option, type, default, help) for each field of the architecture's config."""
     config_class, _ = _lookup(name)
@@ -61,4 +75,5 @@ def model_options(name: str) -> list[tuple[str, str, object, str]]:
     return rows
 
 
-from vidclf.models import cnn_lstm, conv_recurrent  # noqa: E402,F401  (they register themselves)
+from vidclf.models import cnn_lstm, conv_recurrent, video_nets  # noqa: E402,F401  (they register themselves)
+from vidclf.models.video_nets import WeightsPreprocess, weights_preprocess  # noqa: E402,F401

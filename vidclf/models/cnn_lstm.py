@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from vidclf.models import lengths_or_full, register
+from vidclf.models.weights import load_pretrained, widen_first_conv
 
 RNNS = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}
 BACKBONES = ("small", "resnet18", "mobilenet_v3_small")
@@ -51,57 +52,18 @@ def small_cnn(in_channels: int) -> tuple[nn.Module, int]:
     return net, 128
 
 
-def _pretrained_state(backbone: str, pretrained: str) -> dict:
-    """ImageNet weights through torchvision's weights API, or a local state_dict file."""
-    if pretrained != "imagenet":
-        try:
-            return torch.load(pretrained, map_location="cpu", weights_only=True)
-        except Exception as err:
-            raise ValueError(f"{pretrained}: could not load backbone weights ({err})") from None
-    import socket
-
-    from torch import hub
-    from torchvision.models import get_model_weights
-
-    weights = get_model_weights(backbone).DEFAULT
-    previous = socket.getdefaulttimeout()
-    socket.setdefaulttimeout(30)  # a firewall that drops packets must give an error, not a hang
-    try:
-        # Through torch.hub's attribute at call time (torchvision binds its own copy at import),
-        # so that the download is the one place tests replace. Uses the hub cache when present.
-        return hub.load_state_dict_from_url(weights.url, progress=False, check_hash=True)
-    except Exception as err:
-        raise ValueError(
-            f"could not fetch torchvision's ImageNet weights for {backbone} ({type(err).__name__}: {err}); "
-            f"without network access, download {weights.url} elsewhere and pass --pretrained FILE"
-        ) from None
-    finally:
-        socket.setdefaulttimeout(previous)
-
-
 def torchvision_cnn(name: str, in_channels: int, pretrained: str | None) -> tuple[nn.Module, int]:
     """A torchvision classifier without its pooling and head; the first conv adapted to `in_channels`."""
     from torchvision import models
 
     net = getattr(models, name)(weights=None)
     if pretrained:
-        try:
-            net.load_state_dict(_pretrained_state(name, pretrained))
-        except RuntimeError as err:  # keys or shapes of another architecture
-            raise ValueError(f"{pretrained}: not a torchvision {name} state_dict ({str(err).splitlines()[0]})") from None
+        load_pretrained(net, name, pretrained, source="imagenet")
     if name == "resnet18":
-        first, body, width = net.conv1, nn.Sequential(*list(net.children())[:-2]), 512
-    else:
-        first, body, width = net.features[0][0], net.features, 576
-    if in_channels != 3:
-        conv = nn.Conv2d(in_channels, first.out_channels, first.kernel_size, first.stride, first.padding, bias=False)
-        with torch.no_grad():  # keep what pretrained RGB filters know: spread them over the new channels
-            conv.weight.copy_(first.weight.repeat(1, -(-in_channels // 3), 1, 1)[:, :in_channels] * 3 / in_channels)
-        if name == "resnet18":
-            body[0] = conv
-        else:
-            body[0][0] = conv
-    return body, width
+        net.conv1 = widen_first_conv(net.conv1, in_channels)
+        return nn.Sequential(*list(net.children())[:-2]), 512
+    net.features[0][0] = widen_first_conv(net.features[0][0], in_channels)
+    return net.features, 576
 
 
 class CnnLstm(nn.Module):

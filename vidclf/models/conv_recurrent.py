@@ -37,6 +37,8 @@ class ConvRecurrentConfig:
     hidden_channels: tuple[int, ...] = field(default=(32, 32), metadata={"help": "hidden channels, one per layer"})
     kernel_sizes: tuple[int, ...] = field(default=(3, 3), metadata={"help": "kernel size, one per layer (odd)"})
     dropout: float = field(default=0.0, metadata={"help": "dropout before the head"})
+    freeze_backbone: bool = field(default=False, metadata={
+        "help": "train only the head: the stem and recurrent layers keep their weights (for --init)"})
     pool: str = field(default="avg", metadata={"help": "the final state's map to a vector: avg, max or avgmax (both)"})
 
     def __post_init__(self) -> None:
@@ -175,6 +177,17 @@ class ConvRecurrentNet(nn.Module):
         self.layers = nn.ModuleList(layers)
         self.dropout = nn.Dropout(c.dropout)
         self.head = nn.Linear(channels * len(POOLS[c.pool]), num_classes)
+        if c.freeze_backbone:
+            self.stem.requires_grad_(False)
+            self.layers.requires_grad_(False)
+
+    def train(self, mode: bool = True) -> "ConvRecurrentNet":
+        """A frozen backbone stays in eval mode: the stem's BatchNorm statistics are frozen too."""
+        super().train(mode)
+        if self.config.freeze_backbone:
+            self.stem.eval()
+            self.layers.eval()
+        return self
 
     def frame_features(self, x: torch.Tensor) -> torch.Tensor:
         """(B, T, C, H, W) → (B, T, gates·hidden, h, w): the stem and the first layer's input convolutions.
