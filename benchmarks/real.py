@@ -24,6 +24,13 @@ epoch's (which picks on the validation set, so it is optimistic). Controls:
     python benchmarks/real.py                                        # both tasks, 4 archs, 3 seeds
     python benchmarks/real.py --tasks speed --models cnn-lstm --seeds 1 --epochs 2   # a quick look
     python benchmarks/real.py --threads 1 --workers 0   # on a busy shared machine (as measured)
+    python benchmarks/real.py --tasks speed --plan issue27 --threads 1 --workers 0   # issue 27's starts
+    python benchmarks/real.py --tasks speed --plan video-nets --device cuda   # torchvision's networks, from scratch
+
+Recipe `init=synth` fine-tunes from the same architecture trained first on vidclf's synthetic speed task
+(`pretrained()`: --pretrain-clips per class, --pretrain-epochs, once per architecture); `epochs=N` in a
+recipe overrides --epochs for that row. The tasks' videos are each exactly one clip long, so "several
+clips of a video per epoch" has nothing to sample here.
 Results go to OUT/results.jsonl (a run already there is not repeated) and OUT/report.md.
 """
 
@@ -35,6 +42,7 @@ import json
 import os
 import platform
 import re
+import shutil
 import statistics
 import sys
 import time
@@ -51,6 +59,8 @@ from vidclf.data.datasets import ClipDataset, clip_loader
 from vidclf.data.files import scan
 from vidclf.device import resolve_device
 from vidclf.evaluate import iter_logits
+from vidclf.start import resolve
+from vidclf.synth import write_dataset
 from vidclf.train import TrainConfig, fit
 from vidclf.data.video import load_clip
 
@@ -207,7 +217,23 @@ RUNS = {  # label → (arch, frames: None means --frames)
     "cnn-lstm 1-frame": ("cnn-lstm", 1),
     "convlstm": ("convlstm", None),
     "convrnn": ("convrnn", None),
+    # torchvision's video networks (from scratch unless a recipe says `model.pretrained=…`); not in the
+    # default --models: on a CPU they cost minutes an epoch. Not mvit_v2_s: it takes only 16 frames of
+    # 224², and these tasks' clips are 8 frames of --size.
+    **{name: (name, None) for name in ("r3d_18", "mc3_18", "r2plus1d_18", "s3d", "swin3d_t")},
 }
+DEFAULT_MODELS = ("cnn-lstm", "convgru", "cnn-lstm 1-frame", "convlstm", "convrnn")
+# `--plan issue27`: rows of (model, recipe, seeds) run by one command, the most wanted first.
+# `init=synth`: fine-tuning from the model's own architecture trained on the synthetic speed task
+# (see pretrained()); `epochs=5`: a third of the from-scratch runs' 15.
+PLANS = {"issue27": [
+    *[(m, "", 3) for m in ("cnn-lstm", "convgru")],
+    *[(m, recipe, 3) for recipe in ("init=synth,epochs=5", "init=synth,epochs=5,model.freeze_backbone=true",
+                                    "init=synth,epochs=5,backbone_lr=0.1") for m in ("cnn-lstm", "convgru")],
+    *[(m, "epochs=5", 3) for m in ("cnn-lstm", "convgru")],  # the control: from scratch in as many epochs
+    *[(m, "init=synth", 3) for m in ("cnn-lstm", "convgru")],  # and the start given as many epochs as scratch
+], "video-nets": [(m, "", 3) for m in ("r3d_18", "mc3_18", "r2plus1d_18", "s3d", "swin3d_t")]}  # for a GPU: on
+# the 2-core CPU one training step of 16 clips took 12 s (s3d) to 77 s (r2plus1d_18), RESULTS.md 2026-12-02
 
 
 def parse_recipe(text: str) -> dict:
@@ -226,17 +252,58 @@ def parse_recipe(text: str) -> dict:
     return overrides
 
 
+def config(data: Path, out: Path, args, *, arch: str, frames: int, seed: int, recipe: str) -> TrainConfig:
+    """The run's TrainConfig as `vidclf train` builds it: the recipe's fields over the command's, the
+    frames' normalisation from start.resolve (torchvision's networks take their weights' mean and std)."""
+    fields = {"data": str(data), "arch": arch, "num_frames": frames, "size": args.size, "epochs": args.epochs,
+              "seed": seed, "workers": args.workers, "device": args.device, "out": str(out / "runs"),
+              "cache": str(out / "cache"),  # recipe `cache=null`: frames decoded each epoch
+              **parse_recipe(recipe)}
+    if fields.get("init") == "synth":
+        fields["init"] = pretrained(arch, frames, args)
+    shape = resolve(arch=arch, model=fields.get("model", {}), init=fields.get("init"), num_frames=frames,
+                    size=args.size, input=fields.get("input"), say=console.print)
+    return TrainConfig(**{**fields, "model": shape.model, "mean": shape.mean, "std": shape.std})
+
+
 def train_once(data: Path, out: Path, args, *, arch: str, frames: int, seed: int, recipe: str) -> dict:
-    overrides = {"cache": str(out / "cache"), **parse_recipe(recipe)}  # recipe `cache=null`: frames decoded each epoch
-    cfg = TrainConfig(data=str(data), arch=arch, num_frames=frames, size=args.size, epochs=args.epochs,
-                      seed=seed, workers=args.workers, device=args.device, out=str(out / "runs"), **overrides)
+    cfg = config(data, out, args, arch=arch, frames=frames, seed=seed, recipe=recipe)
     start = time.perf_counter()
     result = fit(cfg, console=Console(stderr=True, quiet=True), show_progress=False)
+    seconds = time.perf_counter() - start
     accs = [row["val_acc"] for row in result.history]
     hits = [ok for h in source_hits(result.run_dir, data).values() for ok in h]
-    return {"last": accs[-1], "best": max(accs), "seconds": time.perf_counter() - start,
+    return {"last": accs[-1], "best": max(accs), "seconds": seconds,
+            "epoch_seconds": statistics.mean(row["seconds"] for row in result.history),
             "train_acc": result.history[-1]["train_acc"], "curve": [round(a, 3) for a in accs],
             "decoded": sum(hits) / len(hits), "run_dir": str(result.run_dir)}
+
+
+def pretrained(arch: str, frames: int, args) -> str:
+    """The last.pt of `arch` trained on vidclf's synthetic speed task (`vidclf synth --task speed`: a
+    textured object drifting at 1× or 3.5×, classes `fast` and `normal` as here, so the head is kept):
+    a related, larger task that shares no frame with the real footage. Trained once per architecture
+    (seed 0, vidclf's defaults, --pretrain-epochs) and reused by every seed and recipe."""
+    n = args.pretrain_clips
+    data = args.out / "data" / f"synth-speed-T{frames}-{args.size}-n{n}"
+    if not data.is_dir():
+        part = data.with_name(f"{data.name}.part{os.getpid()}")  # whole or not at all: another real.py may read it
+        write_dataset(part, task="speed", clips_per_class=n, frames=frames, size=args.size, seed=1)
+        part.rename(data)
+    folder = args.out / "pretrain" / f"{arch}-{data.name}-e{args.pretrain_epochs}"
+    done = folder / "done.json"
+    if not done.exists():
+        shutil.rmtree(folder, ignore_errors=True)  # a run cut short: again from the start
+        cfg = config(data, args.out, args, arch=arch, frames=frames, seed=0, recipe=f"epochs={args.pretrain_epochs}")
+        console.print(f"pretraining {arch} on {data} ({args.pretrain_epochs} epochs)")
+        start = time.perf_counter()
+        result = fit(cfg, console=Console(stderr=True, quiet=True), show_progress=False, run_dir=folder)
+        done.write_text(json.dumps({"arch": arch, "data": str(data), "clips_per_class": n,
+                                    "epochs": args.pretrain_epochs, "seconds": time.perf_counter() - start,
+                                    "load": os.getloadavg()[0], "history": result.history}))
+        print(f"pretrained {arch}: val acc {result.history[-1]['val_acc']:.3f} "
+              f"({time.perf_counter() - start:.0f} s)", flush=True)
+    return str(folder / "last.pt")
 
 
 def source_hits(run_dir: str | Path, data: Path) -> dict[str, list[bool]]:
@@ -297,20 +364,35 @@ def report(args, counts: dict, baselines: dict, results: list[dict], loads: list
         v = sum(v for (tk, _, s), v in counts.items() if tk == task and s == "val")
         lines.append(f"| {task} | **all** (×2 classes) | | **{t} ({2 * t} clips)** | **{v} ({2 * v} clips)** |")
     lines += ["", "## Validation accuracy (chance 0.500)\n",
-              "| task | model | last epoch, mean ± sd | best epoch, mean ± sd | last, per seed | best, per seed | "
-              "train acc (last) | last.pt on decoded clips | s per run |", "|---|---|---|---|---|---|---|---|---|"]
+              "| task | model | epochs | last epoch, mean ± sd | best epoch, mean ± sd | last, per seed | "
+              "best, per seed | "
+              "train acc (last) | last.pt on decoded clips | s per run | s per epoch | load |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for task in args.tasks:
         for kind, acc in baselines.get(task, {}).items():
-            lines.append(f"| {task} | logistic regression, `{kind}` features | {acc:.3f} | - | - | - | - | - | - |")
+            lines.append(f"| {task} | logistic regression, `{kind}` features | - | {acc:.3f} |" + " - |" * 8)
         for label, recipe in dict.fromkeys((r["model"], r.get("recipe", "")) for r in results if r["task"] == task):
             rows = sorted((r for r in results if r["task"] == task and r["model"] == label
                            and r.get("recipe", "") == recipe), key=lambda r: r["seed"])
+            per_epoch = [r["epoch_seconds"] for r in rows if "epoch_seconds" in r]  # rows of older runs lack it
             lines.append(
-                f"| {task} | {run_name(label, recipe)} | {mean_sd([r['last'] for r in rows])} | {mean_sd([r['best'] for r in rows])} "
+                f"| {task} | {run_name(label, recipe)} | {len(rows[0]['curve'])} "
+                f"| {mean_sd([r['last'] for r in rows])} | {mean_sd([r['best'] for r in rows])} "
                 f"| {per_seed(rows, 'last')} (seeds {','.join(str(r['seed']) for r in rows)}) | {per_seed(rows, 'best')} "
                 f"| {statistics.mean(r['train_acc'] for r in rows):.3f} "
                 f"| {mean_sd([r['decoded'] for r in rows]) if all('decoded' in r for r in rows) else '-'} "
-                f"| {statistics.mean(r['seconds'] for r in rows):.0f} |")
+                f"| {statistics.mean(r['seconds'] for r in rows):.0f} "
+                f"| {f'{statistics.mean(per_epoch):.1f}' if per_epoch else '-'} "
+                f"| {min(r['load'] for r in rows):.1f}–{max(r['load'] for r in rows):.1f} |")
+    done = sorted((args.out / "pretrain").glob("*/done.json"))
+    if done:
+        lines += ["", "## The starts of `init=synth`: each architecture trained on the synthetic speed task\n",
+                  "| model | data | clips per class | epochs | val acc (last epoch) | s per epoch | load |",
+                  "|---|---|---|---|---|---|---|"]
+        for d in map(json.loads, (f.read_text() for f in done)):
+            lines.append(f"| {d['arch']} | `{d['data']}` | {d['clips_per_class']} | {d['epochs']} "
+                         f"| {d['history'][-1]['val_acc']:.3f} | {statistics.mean(h['seconds'] for h in d['history']):.1f} "
+                         f"| {d['load']:.1f} |")
     for task in args.tasks:
         rows = [r for r in results if r["task"] == task and r["seed"] == 0 and "sources" in r]
         if rows:
@@ -331,7 +413,14 @@ def report(args, counts: dict, baselines: dict, results: list[dict], loads: list
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tasks", default="speed,arrow")
-    parser.add_argument("--models", default=",".join(RUNS), help=f"from: {', '.join(RUNS)}")
+    parser.add_argument("--models", default=",".join(DEFAULT_MODELS), help=f"from: {', '.join(RUNS)}")
+    parser.add_argument("--plan", choices=PLANS, help="rows of (model, recipe, seeds) instead of --models × --recipes "
+                        f"× --seeds: {', '.join(PLANS)} (real.py's PLANS)")
+    parser.add_argument("--pretrain-clips", type=int, default=600,
+                        help="clips per class of the synthetic speed task that recipe `init=synth` starts from")
+    parser.add_argument("--pretrain-epochs", type=int, default=10,
+                        help="epochs on it (rows already in --out's results.jsonl are not rerun: "
+                        "another --out for other settings)")
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--frames", type=int, default=8, help="frames per written clip and per training clip")
     parser.add_argument("--size", type=int, default=64)
@@ -376,8 +465,10 @@ def main() -> None:
     same = lambda r: ((r["epochs"], r["frames"], r["size"], r.get("device", "cpu"))  # noqa: E731
                       == (args.epochs, args.frames, args.size, args.device))
     results = [r for r in results if same(r)]
-    for seed in range(0 if args.report_only else args.seeds):  # seeds outermost: a run cut short covers every model
-        for label, recipe in [(m, r) for r in args.recipes for m in models]:  # in the order given: the most wanted first
+    plan = PLANS[args.plan] if args.plan else [(m, r, args.seeds) for r in args.recipes for m in models]
+    # seeds outermost: a run cut short covers every model
+    for seed in range(0 if args.report_only else max(n for _, _, n in plan)):
+        for label, recipe in [(m, r) for m, r, n in plan if seed < n]:  # in the order given: the most wanted first
             for task in args.tasks:
                 root = args.out / "data" / f"{task}-T{args.frames}-{args.size}"
                 if any(r["task"] == task and r["model"] == label and r["seed"] == seed and r.get("recipe", "") == recipe
