@@ -108,7 +108,7 @@ def test_summary_of_a_checkpoint_shows_its_decoder(variants):
     result = runner.invoke(app, ["summary", "--model", str(variants["other"])])
     assert result.exit_code == 0, result.output
     text = " ".join(result.stdout.split())
-    assert "GFLOP" in text and f"{variants['other']}: 3 classes; training frames decoded by {describe(OLD_BUILD)}" in text
+    assert "GFLOP" in text and f"{variants['other']}: 3 classes; started from scratch; training frames decoded by {describe(OLD_BUILD)}" in text
     assert "OpenCV 4.10.0 with avcodec 59.37.100, avformat 59.27.100, avutil 57.28.100, swscale 6.7.100" in text
     old = runner.invoke(app, ["summary", "--model", str(variants["old"])])
     assert old.exit_code == 0 and "the decoder of its training frames is not recorded" in " ".join(old.stdout.split())
