@@ -11,7 +11,7 @@ import torch
 from tests.test_cli import invoke
 from tests.videos import decode_index, indexed_frames, write_video
 from vidclf.data import sampling, video
-from vidclf.data.views import load_views
+from vidclf.data.views import load_views, view_count
 
 
 def test_spread_clips_cover_the_video_at_the_training_stride():
@@ -35,6 +35,13 @@ def test_views_come_from_one_pass_over_the_file(tmp_path, monkeypatch):
     assert firsts[1:] == sampling.spread_clips(100, 8, stride=2, clips=3)
     clip, _ = video.load_clip(path, num_frames=8, size=80, stride=2)
     assert np.array_equal(views[0], clip)  # exactly what a single-clip run sees
+
+
+@pytest.mark.parametrize("clips, crops", [(1, 1), (1, 3), (3, 1), (2, 3)])
+def test_view_count_is_what_load_views_gives(tmp_path, clips, crops):
+    path = write_video(tmp_path / "v.avi", indexed_frames(30, (48, 64)), fourcc="MJPG")
+    views, _ = load_views(path, num_frames=4, size=32, clips=clips, crops=crops)
+    assert views.shape[0] == view_count(clips, crops)
 
 
 def test_three_crops_run_along_the_longer_side(tmp_path):

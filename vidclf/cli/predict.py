@@ -12,7 +12,7 @@ from typing import Annotated, Iterator, Optional
 import typer
 
 from vidclf.cli.common import (Checkpoint, Clips, Crops, DecodeTimeout, Device, Format, Precision, Quiet, Verbose,
-                               Workers, app, errors, load_classifier, progress)
+                               app, errors, load_classifier, progress)
 
 COLUMNS = ["path", "label", "score", "topk", "error"]
 Inputs = Annotated[list[str], typer.Argument(help="Video files, folders (searched recursively), or - to read paths from stdin.")]
@@ -20,6 +20,9 @@ Shard = Annotated[Optional[str], typer.Option(help="I/N: only every N-th input f
 Output = Annotated[Optional[Path], typer.Option("--output", "-o", help="Append each record to this file as it completes (not stdout).")]
 Resume = Annotated[bool, typer.Option(help="With --output: skip inputs the file already holds a result for; retry the rest.")]
 BatchSize = Annotated[int, typer.Option(help="Clips per batch.")]
+Lanes = Annotated[Optional[int], typer.Option("--workers", help=(
+    "Lanes: each decodes a batch in a process of its own, then runs the model on it with its share of the cores. "
+    "0: one lane, OpenCV's own threads decoding. [default: one a core; 0 for fewer files than cores]"))]
 
 
 @app.command()
@@ -32,7 +35,7 @@ def predict(
     stride: Annotated[Optional[float], typer.Option(help="Seconds between window starts. [default: --window]")] = None,
     clips: Clips = 3, crops: Crops = 1,
     shard: Shard = None, output: Output = None, resume: Resume = False, batch_size: BatchSize = 16,
-    workers: Workers = None, decode_timeout: DecodeTimeout = 60.0, device: Device = "auto",
+    workers: Lanes = None, decode_timeout: DecodeTimeout = 60.0, device: Device = "auto",
     precision: Precision = "auto", quiet: Quiet = False, verbose: Verbose = False,
 ) -> None:
     """Label videos: one record per video on stdout (or --output); exit code 1 if any could not be read."""
@@ -59,7 +62,7 @@ def embed(
                                         "array in --output and the paths of its rows in OUTPUT.paths.txt.")] = "jsonl",
     clips: Clips = 3, crops: Crops = 1,
     shard: Shard = None, output: Output = None, resume: Resume = False, batch_size: BatchSize = 16,
-    workers: Workers = None, decode_timeout: DecodeTimeout = 60.0, device: Device = "auto",
+    workers: Lanes = None, decode_timeout: DecodeTimeout = 60.0, device: Device = "auto",
     precision: Precision = "auto", quiet: Quiet = False, verbose: Verbose = False,
 ) -> None:
     """One vector per video (the model's features before its head), to search, cluster or feed another model."""

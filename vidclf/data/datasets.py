@@ -7,6 +7,7 @@ Finding the videos is `files.py`'s job, decoding them `video.py`'s.
 from __future__ import annotations
 
 import atexit
+import copy
 import multiprocessing.process
 import multiprocessing.resource_tracker
 import functools
@@ -14,7 +15,7 @@ import os
 import random
 import weakref
 from collections import Counter
-from typing import NamedTuple, Sequence
+from typing import Callable, NamedTuple, Sequence
 
 import numpy as np
 import torch
@@ -80,29 +81,63 @@ class ClipDataset(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.samples)
 
-    def _frames(self, path: str, seed: str) -> np.ndarray:
-        """([V,] L, H, W, 3): from the cache when it holds the video (or takes it now), else one clip decoded.
+    def frames_shape(self) -> tuple[int, ...]:
+        """The shape of a video's frames as decoded, padded to the clip's length: ([V,] T, H, W, 3)."""
+        from vidclf.data.views import view_count
 
-        Every draw starts a generator from `seed`, so the clip drawn does not depend on which way it is read.
-        """
+        pre = self.pre
+        clip = (pre.num_frames, pre.size, pre.size, 3)
+        return clip if self.train or self.views == (1, 1) else (view_count(*self.views), *clip)
+
+    def with_decoder(self, decoder: Decoder) -> ClipDataset:
+        """This dataset decoding through `decoder`: one for each thread that decodes for it."""
+        twin = copy.copy(self)
+        twin.decoder = decoder
+        return twin
+
+    def clips_into(self, indices: Sequence[int], intos: Sequence[np.ndarray]) -> list[Clip | Failure]:
+        """What `dataset[index]` serves in evaluation, for each index, its frames decoded into the array beside
+        it (`frames_shape()`): straight into a batch in shared memory (`feed.py`), the files sent to the
+        child ahead (`Decoder.prefetch`). Without a cache: a cached dataset is served by `dataset[index]`."""
+        if self.train or self.cache is not None:
+            raise ValueError("clips_into serves an evaluation dataset without a cache")
+        fn, kwargs = self._decoding(seed="")  # evaluation draws no random clip
+        for index, into in zip(indices, intos):
+            if index not in self.known_bad:
+                self.decoder.prefetch(fn, self.samples[index].path, into=into, **kwargs)
+        return [self._clip(index, 0, into=into) for index, into in zip(indices, intos)]
+
+    def _decoding(self, seed: str) -> tuple[Callable, dict]:
+        """The function that decodes one video's clip (or views) and its arguments; every draw starts a
+        generator from `seed`, so the clip drawn does not depend on which way it is read."""
         from vidclf.data import video, views
 
-        pre, decode = self.pre, self.decoder.call
+        pre = self.pre
         if not self.train and self.views != (1, 1):
             clips, crops = self.views
-            frames, length = decode(views.load_views, path, num_frames=pre.num_frames, size=pre.size,
-                                    stride=pre.frame_stride, clips=clips, crops=crops, threads=self.threads)
-            return frames[:, :length]  # (V, L, H, W, 3)
-        sampling = "random" if self.train else pre.sampling
-        rng = (lambda: random.Random(seed)) if self.train else (lambda: None)
-        if self.cache is not None:
-            frames = self._cached(path, lambda total: sample_indices(total, pre.num_frames, sampling=sampling,
-                                                                     stride=pre.frame_stride, rng=rng()))
+            return views.load_views, dict(num_frames=pre.num_frames, size=pre.size, stride=pre.frame_stride,
+                                          clips=clips, crops=crops, threads=self.threads)
+        return video.load_clip, dict(num_frames=pre.num_frames, size=pre.size, sampling=self._sampling(),
+                                     stride=pre.frame_stride, rng=self._rng(seed), threads=self.threads)
+
+    def _sampling(self) -> str:
+        return "random" if self.train else self.pre.sampling
+
+    def _rng(self, seed: str) -> random.Random | None:
+        return random.Random(seed) if self.train else None
+
+    def _frames(self, path: str, seed: str, into: np.ndarray | None = None) -> np.ndarray:
+        """([V,] L, H, W, 3): from the cache when it holds the video (or takes it now), else one clip decoded
+        (with `into`, there)."""
+        pre = self.pre
+        if self.cache is not None and (self.train or self.views == (1, 1)):
+            frames = self._cached(path, lambda total: sample_indices(total, pre.num_frames, sampling=self._sampling(),
+                                                                     stride=pre.frame_stride, rng=self._rng(seed)))
             if frames is not None:
                 return frames
-        frames, length = decode(video.load_clip, path, num_frames=pre.num_frames, size=pre.size, sampling=sampling,
-                                stride=pre.frame_stride, rng=rng(), threads=self.threads)
-        return frames[:length]
+        fn, kwargs = self._decoding(seed)
+        frames, length = self.decoder.call(fn, path, into=into, **kwargs)
+        return frames[..., :length, :, :, :]  # (…, T, H, W, 3): the real frames
 
     def _cached(self, path: str, choose) -> np.ndarray | None:
         """The clip `choose(frame count)` picks from the video's cache entry, written now if the cache
@@ -131,14 +166,14 @@ class ClipDataset(torch.utils.data.Dataset):
         self.cache.added(entry, *written)
         return self.cache.read(path, settings, choose)  # what a later epoch reads: cold = warm
 
-    def _clip(self, index: int, epoch: int, draw: int = 0) -> Clip | Failure:
+    def _clip(self, index: int, epoch: int, draw: int = 0, into: np.ndarray | None = None) -> Clip | Failure:
         from vidclf.data.video import VideoError
 
         if index in self.known_bad:
             return self.known_bad[index]
         path, label = self.samples[index]
         try:
-            frames = self._frames(path, f"{self.seed}|{epoch}|{index}" + (f"|{draw}" if draw else ""))
+            frames = self._frames(path, f"{self.seed}|{epoch}|{index}" + (f"|{draw}" if draw else ""), into)
         except (VideoError, OSError) as err:  # OSError: gone since the scan, or its mount died (the cache stats it)
             reason = str(err) if isinstance(err, VideoError) else f"{path}: cannot be read ({err.strerror or err})"
             self.known_bad[index] = Failure(path, reason, index)

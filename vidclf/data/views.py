@@ -47,6 +47,11 @@ def load_views(path: str | Path, *, num_frames: int, size: int, stride: int = 1,
     return np.stack(padded), length
 
 
+def view_count(clips: int, crops: int) -> int:
+    """How many views `load_views` gives: the centre clip, then each spread clip whole or in three crops."""
+    return 1 if (clips, crops) == (1, 1) else 1 + clips * crops
+
+
 def _view_plans(total: int, num_frames: int, stride: int, clips: int, crops: int) -> list[list[int]]:
     """Frame indices per view: the centre clip, then each spread clip (repeated per crop, for the caller)."""
     centre = clip_indices(total, num_frames, stride=stride)
