@@ -14,9 +14,10 @@ from vidclf.cli.common import (CacheDir, DecodeTimeout, Quiet, ReportFormat, Rep
 @app.command()
 def synth(
     folder: Annotated[Path, typer.Argument(help="Where to write <class>/<clip>.mp4.")] = Path("data"),
-    task: Annotated[str, typer.Option(help="motion (direction/rotation classes) or speed (1× vs fast).")] = "motion",
+    task: Annotated[str, typer.Option(help="motion (direction/rotation classes), speed (1× vs fast) or multi "
+                                           "(multi-label: two shapes, each moving or still; FOLDER/labels.csv).")] = "motion",
     classes: Annotated[Optional[int], typer.Option(help="Use only the first N classes of the task.")] = None,
-    clips_per_class: Annotated[int, typer.Option(help="Clips written per class.")] = 40,
+    clips_per_class: Annotated[int, typer.Option(help="Clips written per class (multi: per label set).")] = 40,
     frames: Annotated[int, typer.Option(help="Frames per clip.")] = 16,
     size: Annotated[int, typer.Option(help="Frame width and height in pixels.")] = 64,
     seed: Annotated[int, typer.Option(help="Same seed, same videos.")] = 0,
@@ -31,7 +32,8 @@ def synth(
         written = write_dataset(folder, task=task, classes=classes, clips_per_class=clips_per_class,
                                 frames=frames, size=size, seed=seed)
         if not quiet:
-            stderr.print(f"wrote {len(written)} clips to {folder}")
+            stderr.print(f"wrote {len(written)} clips to {folder}" +
+                         (f"; train with --data {folder / 'labels.csv'}" if task == "multi" else ""))
 
 
 @app.command()
