@@ -8,7 +8,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from vidclf.cli.common import Checkpoint, Device, Precision, Quiet, Verbose, app, errors, load_classifier
+from vidclf.cli.common import (Checkpoint, Device, Precision, Quiet, Threshold, Verbose, app, errors, load_classifier,
+                               set_threshold)
 
 CHECK_CLIPS = 3  # real clips the exported file is run on, against PyTorch
 
@@ -62,19 +63,22 @@ def stream(
     hop: Annotated[float, typer.Option(min=0.001, help="Seconds of video between records.")] = 1.0,
     top_k: Annotated[int, typer.Option(help="Labels listed per record.")] = 3,
     reconnect_tries: Annotated[int, typer.Option(min=1, help="Attempts to (re)open a live URL before giving up.")] = 3,
+    threshold: Threshold = None,
     device: Device = "auto",
     precision: Precision = "auto",
     quiet: Quiet = False,
     verbose: Verbose = False,
 ) -> None:
     """Classify a video as it plays: every --hop seconds one jsonl record (time, label, score, topk) for the
-    last clip span, flushed at once; Ctrl-C or the end of the stream stops it."""
+    last clip span, flushed at once (a multi-label model's also lists every label present); Ctrl-C or the end of
+    the stream stops it."""
     with errors(verbose):
         from vidclf.device import autocast_dtype
         from vidclf.output import emit
         from vidclf.stream import frames, stream_records
 
         clf, dev = load_classifier(model, device, quiet)
+        set_threshold(clf, threshold)
         source_frames = frames(source, clf.preprocess.size, reconnect_tries=reconnect_tries)
         records = stream_records(clf, source_frames, device=dev, hop_s=hop, top_k=top_k,
                                  dtype=autocast_dtype(dev, precision))
