@@ -38,7 +38,7 @@ def synth(
 
 @app.command()
 def check(
-    paths: Annotated[Optional[list[Path]], typer.Argument(help="Dataset folders or video files. [default: data]")] = None,
+    paths: Annotated[Optional[list[Path]], typer.Argument(help="Dataset folders, CSV manifests or video files. [default: data]")] = None,
     format: ReportOption = ReportFormat.table,
     deep: Annotated[bool, typer.Option(help="Decode every frame: also find files that end early or whose header lies.")] = False,
     workers: Workers = None,
@@ -46,9 +46,9 @@ def check(
     quiet: Quiet = False,
     verbose: Verbose = False,
 ) -> None:
-    """Scan videos: clips, duration and sizes per class, unreadable and (--deep) suspect files, and a dataset's
-    split problems (a class with no training clip; no validation clip, imbalance as warnings); exit 1 if any
-    file fails or a class cannot train."""
+    """Scan videos: clips, duration and sizes per class (a manifest's: per label, and labels per clip), unreadable
+    and (--deep) suspect files, and a dataset's split problems (a class or label with no training clip; no
+    validation clip, imbalance as warnings); exit 1 if any file fails or a class cannot train."""
     with errors(verbose):
         import json
 
@@ -75,7 +75,11 @@ def _print_check(report: dict) -> None:
 
     from vidclf.output import stderr, stdout
 
-    table = Table(title=f"{report['num_clips']} readable clips")
+    per_clip = report["labels_per_clip"]
+    several = any(n != 1 for n in per_clip)
+    title = f"{report['num_clips']} readable clips" + (
+        " (labels per clip: " + ", ".join(f"{n}: {clips}" for n, clips in per_clip.items()) + ")" if several else "")
+    table = Table(title=title)
     for name in ("class", "clips", "duration (s)", "smallest", "largest"):
         table.add_column(name, justify="left" if name == "class" else "right")
     for row in report["classes"]:
