@@ -23,8 +23,8 @@ def export(
     quiet: Quiet = False,
     verbose: Verbose = False,
 ) -> None:
-    """Write the model and its preprocessing to one file; run it on real clips and fail if its logits
-    differ from PyTorch's by more than 1e-4."""
+    """Write the model and its preprocessing to one file; run it on real clips and fail if its logits (a
+    multi-label model's: probabilities, with its thresholds in the file) differ from PyTorch's by more than 1e-4."""
     with errors(verbose):
         import json
 
@@ -36,7 +36,7 @@ def export(
         report = export_model(clf, fmt=format, output=output, check_videos=videos)
         if not quiet:
             stderr.print(f"wrote {report['path']} ({report['bytes'] / 1e6:.1f} MB); on {report['clips']} clips at "
-                         f"batch sizes {report['batch_sizes']} its logits differ from PyTorch's by at most "
+                         f"batch sizes {report['batch_sizes']} its {report['output']} differ from PyTorch's by at most "
                          f"{report['max_abs_diff']:.1e}")
         print(json.dumps(report))
 
