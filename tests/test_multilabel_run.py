@@ -208,3 +208,22 @@ def test_export_writes_probabilities_and_thresholds(multi_run, tmp_path):
     assert meta["multi_label"] and meta["thresholds"] == pytest.approx(clf.thresholds) and meta["output"]["name"] == "probabilities"
     out = loaded(torch.randn(2, 8, 6, 32, 32))
     assert ((out >= 0) & (out <= 1)).all()
+
+
+def test_pick_mistakes_orders_false_positives_and_negatives_by_confidence():
+    from vidclf.report.gallery import pick_mistakes
+
+    probabilities = torch.tensor([[0.9, 0.2], [0.6, 0.1], [float("nan")] * 2, [0.3, 0.8], [0.7, 0.45], [0.2, 0.9]])
+    targets = torch.tensor([[0, 0], [0, 1], [1, 1], [1, 1], [1, 1], [0, 1]])
+    false_pos, false_neg = pick_mistakes(probabilities, targets, [0.5, 0.5], limit=2)
+    assert false_pos.shown == [0, 1] and false_pos.total == 2  # labels given at 0.9, 0.6
+    assert false_neg.shown == [1, 3] and false_neg.total == 3  # labels denied at 0.1, 0.3 (then 0.45)
+
+
+def test_the_report_of_a_multi_label_model_shows_its_false_positives_and_negatives(multi_run, tmp_path):
+    result = invoke("evaluate", "--model", multi_run.best, "--workers", "0", "--clips", "1", "--format", "json",
+                    "--report", tmp_path / "report", "--gallery", "2")
+    assert result.exit_code == 0, result.output
+    page = (tmp_path / "report" / "index.html").read_text(encoding="utf-8")
+    assert 'id="false-positives"' in page and 'id="false-negatives"' in page and "true labels" in page
+    assert "probabilities" not in json.loads(result.stdout)
