@@ -125,8 +125,8 @@ def load_classifier(path: str | Path, *, device: torch.device) -> Classifier:
         raise CheckpointError(f"{path}: the checkpoint does not match this vidclf version ({err})") from None
     multi_label = bool(ckpt.get("multi_label", False))
     thresholds = [float(t) for t in ckpt.get("thresholds") or [DEFAULT_THRESHOLD] * len(ckpt["classes"])]
-    return Classifier(model.to(device).eval(), list(ckpt["classes"]), pre, Path(path), ckpt.get("decoder"), ckpt.get("start"),
-                      multi_label, thresholds if multi_label else None)
+    return Classifier(model.to(device).eval(), list(ckpt["classes"]), pre, Path(path), ckpt.get("decoder"),
+                      ckpt.get("start"), multi_label, thresholds if multi_label else None)
 
 
 def newest_best(root: str | Path) -> Path:

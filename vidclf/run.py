@@ -84,6 +84,7 @@ class TrainState:
     history: list[dict] = field(default_factory=list)  # one row per finished epoch
     partial: dict | None = None  # the running sums of the interrupted epoch
     lr: float | None = None  # the rate of the last step taken (the epoch row of an epoch resumed at its end)
+    thresholds: list[float] | None = None  # multi-label: per label, chosen by the last validation
 
 
 @dataclass
@@ -294,7 +295,8 @@ def _restore(saved: dict, model, optimizer, scheduler, scaler, steps_per_epoch: 
     precision = str(dtype or torch.float32).removeprefix("torch.")
     if saved.get("precision", precision) != precision:  # --precision auto on another GPU, say
         say(f"[yellow]warning[/] the run trained in {saved['precision']} and continues in {precision}")
-    return TrainState(epoch, step, saved["best_metric"], saved["history"], partial, saved.get("lr"))
+    return TrainState(epoch, step, saved["best_metric"], saved["history"], partial, saved.get("lr"),
+                      saved.get("thresholds"))
 
 
 def _wrap(model: torch.nn.Module, cfg: TrainConfig, device: torch.device, rank: distributed.Rank) -> torch.nn.Module:

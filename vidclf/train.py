@@ -112,7 +112,8 @@ class Trainer:
         self.steps = 0  # optimizer steps taken in this call
         self.lr = run.optimizer.param_groups[0]["lr"] if run.state.lr is None else run.state.lr  # of the last step taken
         self.confusion: torch.Tensor | None = None  # of the last validation
-        self.thresholds = [DEFAULT_THRESHOLD] * len(run.classes)  # multi-label: per label, chosen by the last validation
+        # multi-label: per label, chosen by the last validation (a continued run's, until it validates)
+        self.thresholds = run.state.thresholds or [DEFAULT_THRESHOLD] * len(run.classes)
         self.epoch_steps = len(run.train_loader)  # before any resume skips some
         first = run.state.epoch * self.epoch_steps + run.state.step
         self.board = BoardLog(run.run_dir, first_step=first) if run.cfg.tensorboard and main else None

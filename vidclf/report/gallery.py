@@ -1,5 +1,6 @@
 """Which videos a report shows, and what of them: the errors most confident first, the correct videos
-least confident first (a multi-label model's false positives and false negatives, most confident first), the clips the model saw of each, and each one's nearest training videos.
+least confident first (a multi-label model's false positives and false negatives, most confident
+first), the clips the model saw of each, and each one's nearest training videos.
 """
 
 from __future__ import annotations
