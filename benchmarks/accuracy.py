@@ -144,12 +144,13 @@ def write_multi(root: Path, train_per_set: int, val_per_set: int, frames: int, s
     return root / "labels.csv"
 
 
-def fit_multi(manifest: Path, out: Path, args, *, arch: str, input_mode: str, seed: int) -> tuple[float, float, float]:
+def fit_multi(manifest: Path, out: Path, args, *, arch: str, input_mode: str, seed: int,
+              mix: str = "none") -> tuple[float, float, float]:
     """(the last epoch's validation mAP, its exact-set share, the exact-set share of the unseen-pair clips,
     decoded from the videos as `predict` sees them, at the thresholds training chose)."""
     cfg = TrainConfig(data=str(manifest), arch=arch, input=input_mode, num_frames=args.frames, size=args.size,
-                      epochs=args.epochs, seed=seed, workers=args.workers, device=args.device,
-                      cache=str(out / "cache"), out=str(out / "models"))
+                      epochs=args.epochs, seed=seed, workers=args.workers, device=args.device, mix=mix,
+                      mix_alpha=args.mix_alpha, cache=str(out / "cache"), out=str(out / "models"))
     result = fit(cfg, console=Console(stderr=True, quiet=True), show_progress=False)
     last = result.history[-1]
     cpu = torch.device("cpu")
@@ -164,16 +165,17 @@ def multi_table(args, tmp: Path) -> Table:
     manifest = write_multi(tmp / "multi", args.train_clips // sets, args.val_clips // sets, args.frames, args.size)
     table = Table(title=f"multi-label task ({MULTI_LABELS} labels, {sets} sets, {len(UNSEEN_PAIRS)} pairs never in "
                         f"training), mean ± sd over {args.seeds} seeds; T={args.frames}, {args.size}², {args.epochs} epochs")
-    for col in ("model", "input", "val mAP", "exact set", "unseen exact", "runs (mAP/exact/unseen)"):
-        table.add_column(col, justify="left" if col in ("model", "input") else "right")
-    for arch in args.archs.split(","):
-        for inp in args.inputs.split(","):
-            scores = [fit_multi(manifest, tmp / "multi", args, arch=arch, input_mode=inp, seed=s) for s in range(args.seeds)]
-            maps, exact, unseen = zip(*scores)
-            cells = (arch, inp, summary(maps), summary(exact), summary(unseen),
-                     " ".join(f"{m:.3f}/{e:.3f}/{u:.3f}" for m, e, u in scores))
-            table.add_row(*cells)
-            console.print("  ".join(cells))  # as measured, in case the run is cut short
+    for col in ("model", "input", "mix", "val mAP", "exact set", "unseen exact", "runs (mAP/exact/unseen)"):
+        table.add_column(col, justify="left" if col in ("model", "input", "mix") else "right")
+    for arch, inp, mix in [(a, i, m) for a in args.archs.split(",") for i in args.inputs.split(",")
+                           for m in args.mixes.split(",")]:
+        scores = [fit_multi(manifest, tmp / "multi", args, arch=arch, input_mode=inp, seed=s, mix=mix)
+                  for s in range(args.seeds)]
+        maps, exact, unseen = zip(*scores)
+        cells = (arch, inp, mix, summary(maps), summary(exact), summary(unseen),
+                 " ".join(f"{m:.3f}/{e:.3f}/{u:.3f}" for m, e, u in scores))
+        table.add_row(*cells)
+        console.print("  ".join(cells))  # as measured, in case the run is cut short
     return table
 
 
@@ -199,6 +201,8 @@ def main() -> None:
                                                          "frames) and/or from frames decoded each epoch")
     parser.add_argument("--imbalance", type=float, default=1.0, help="largest/smallest training class")
     parser.add_argument("--balances", default="none", help="--balance modes to train with: none,sampler,weights")
+    parser.add_argument("--mixes", default="none", help="multi task: --mix modes to train with: none,mixup,cutmix")
+    parser.add_argument("--mix-alpha", type=float, default=0.2)
     parser.add_argument("--no-controls", action="store_true", help="skip the single-frame and logistic controls")
     args = parser.parse_args()
     seeds = range(args.seeds)
