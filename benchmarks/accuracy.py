@@ -14,6 +14,13 @@ the last epoch's validation accuracy (not the best epoch's: that would pick on t
     python benchmarks/accuracy.py --tasks motion --inputs rgb+diff --caches on,off   # JPEG cache vs decoded frames
     python benchmarks/accuracy.py --tasks motion --archs cnn-lstm --inputs rgb+diff --imbalance 10 \
         --balances none,sampler,weights --no-controls                         # imbalanced classes
+    python benchmarks/accuracy.py --tasks multi --inputs rgb+diff          # multi-label: mAP, exact sets
+
+The multi task (multi-label, `synth --task multi` over the first 4 motions: 11 label sets) keeps two
+pairs of labels out of training (UNSEEN_PAIRS: their clips are only in val/), so "unseen exact" says
+how often the model gets a combination right that it never saw: a model of combinations gets none.
+Its table: the last epoch's validation mAP and share of exactly right label sets (thresholds chosen on
+the validation split, as training chooses them), and the exact-set share of the unseen-pair clips.
 
 `--imbalance R` keeps a geometric share of each class's training clips, from all of them for the
 first class down to 1/R for the last (validation stays balanced, so its accuracy is the mean
@@ -38,9 +45,9 @@ from rich.table import Table
 
 from vidclf.checkpoint import load_classifier
 from vidclf.data.datasets import ClipDataset, clip_loader
-from vidclf.evaluate import iter_logits
+from vidclf.evaluate import evaluate_samples, iter_logits, split_samples
 from vidclf.data.files import scan
-from vidclf.synth import task_classes, write_dataset
+from vidclf.synth import multi_label_sets, task_classes, write_dataset
 from vidclf.train import TrainConfig, fit
 from vidclf.data.video import load_clip
 
@@ -114,6 +121,64 @@ def decoded_accuracy(checkpoint: Path, data: Path) -> float:
     return sum(hits) / len(hits)
 
 
+MULTI_LABELS = 4  # the multi task's labels: the first motions
+UNSEEN_PAIRS = ("down;rotate_ccw", "left;right")  # label sets kept out of training
+
+
+def write_multi(root: Path, train_per_set: int, val_per_set: int, frames: int, size: int) -> Path:
+    """train/ (seed 0, without UNSEEN_PAIRS) and val/ (seed 1, every set) of the multi task, in one
+    manifest with a split column; returns its path."""
+    import csv
+
+    rows = []
+    for split, per_set, seed in (("train", train_per_set, 0), ("val", val_per_set, 1)):
+        write_dataset(root / split, task="multi", classes=MULTI_LABELS, clips_per_class=per_set, frames=frames,
+                      size=size, seed=seed)
+        with (root / split / "labels.csv").open() as f:
+            rows += [{"path": f"{split}/{r['path']}", "labels": r["labels"], "split": split} for r in csv.DictReader(f)
+                     if split == "val" or r["labels"] not in UNSEEN_PAIRS]
+    with (root / "labels.csv").open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=["path", "labels", "split"])
+        writer.writeheader()
+        writer.writerows(rows)
+    return root / "labels.csv"
+
+
+def fit_multi(manifest: Path, out: Path, args, *, arch: str, input_mode: str, seed: int,
+              mix: str = "none") -> tuple[float, float, float]:
+    """(the last epoch's validation mAP, its exact-set share, the exact-set share of the unseen-pair clips,
+    decoded from the videos as `predict` sees them, at the thresholds training chose)."""
+    cfg = TrainConfig(data=str(manifest), arch=arch, input=input_mode, num_frames=args.frames, size=args.size,
+                      epochs=args.epochs, seed=seed, workers=args.workers, device=args.device, mix=mix,
+                      mix_alpha=args.mix_alpha, cache=str(out / "cache"), out=str(out / "models"))
+    result = fit(cfg, console=Console(stderr=True, quiet=True), show_progress=False)
+    last = result.history[-1]
+    cpu = torch.device("cpu")
+    clf = load_classifier(result.run_dir / "last.pt", device=cpu)
+    unseen = [s for s in split_samples(str(manifest), "val", clf.classes, multi_label=True)
+              if ";".join(clf.classes[i] for i in s.label) in UNSEEN_PAIRS]
+    return last["val_map"], last["val_acc"], evaluate_samples(clf, unseen, device=cpu)["exact_set"]
+
+
+def multi_table(args, tmp: Path) -> Table:
+    sets = len(multi_label_sets(task_classes("multi")[:MULTI_LABELS]))
+    manifest = write_multi(tmp / "multi", args.train_clips // sets, args.val_clips // sets, args.frames, args.size)
+    table = Table(title=f"multi-label task ({MULTI_LABELS} labels, {sets} sets, {len(UNSEEN_PAIRS)} pairs never in "
+                        f"training), mean ± sd over {args.seeds} seeds; T={args.frames}, {args.size}², {args.epochs} epochs")
+    for col in ("model", "input", "mix", "val mAP", "exact set", "unseen exact", "runs (mAP/exact/unseen)"):
+        table.add_column(col, justify="left" if col in ("model", "input", "mix") else "right")
+    for arch, inp, mix in [(a, i, m) for a in args.archs.split(",") for i in args.inputs.split(",")
+                           for m in args.mixes.split(",")]:
+        scores = [fit_multi(manifest, tmp / "multi", args, arch=arch, input_mode=inp, seed=s, mix=mix)
+                  for s in range(args.seeds)]
+        maps, exact, unseen = zip(*scores)
+        cells = (arch, inp, mix, summary(maps), summary(exact), summary(unseen),
+                 " ".join(f"{m:.3f}/{e:.3f}/{u:.3f}" for m, e, u in scores))
+        table.add_row(*cells)
+        console.print("  ".join(cells))  # as measured, in case the run is cut short
+    return table
+
+
 def summary(accs: list[float]) -> str:
     sd = statistics.stdev(accs) if len(accs) > 1 else 0.0
     return f"{statistics.mean(accs):.3f} ± {sd:.3f}"
@@ -136,6 +201,8 @@ def main() -> None:
                                                          "frames) and/or from frames decoded each epoch")
     parser.add_argument("--imbalance", type=float, default=1.0, help="largest/smallest training class")
     parser.add_argument("--balances", default="none", help="--balance modes to train with: none,sampler,weights")
+    parser.add_argument("--mixes", default="none", help="multi task: --mix modes to train with: none,mixup,cutmix")
+    parser.add_argument("--mix-alpha", type=float, default=0.2)
     parser.add_argument("--no-controls", action="store_true", help="skip the single-frame and logistic controls")
     args = parser.parse_args()
     seeds = range(args.seeds)
@@ -150,7 +217,10 @@ def main() -> None:
         console.print("  ".join(cells))  # as measured, in case the run is cut short
 
     with tempfile.TemporaryDirectory() as tmp:
-        for task in args.tasks.split(","):
+        tasks = args.tasks.split(",")
+        if "multi" in tasks:
+            Console().print(multi_table(args, Path(tmp)))
+        for task in (t for t in tasks if t != "multi"):
             k = len(task_classes(task))
             data = Path(tmp) / task
             write_split(data, task, args.train_clips // k, args.val_clips // k, args.frames, args.size, args.imbalance)
@@ -167,7 +237,8 @@ def main() -> None:
                 accs, class_accs, decoded = zip(*scores)
                 add(task, label, inp, cache, balance, summary(accs), summary(class_accs), summary(decoded),
                     " ".join(f"{a:.3f}/{d:.3f}" for a, _, d in scores))
-    Console().print(table)
+    if table.rows:
+        Console().print(table)
 
 
 if __name__ == "__main__":

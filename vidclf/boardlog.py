@@ -18,7 +18,8 @@ import torch
 
 from vidclf.errors import VidclfError
 
-EPOCH_SCALARS = ("train_loss", "train_acc", "val_loss", "val_acc", "val_class_acc", "lr", "clips_per_s", "data_wait")
+EPOCH_SCALARS = ("train_loss", "train_acc", "val_loss", "val_acc", "val_class_acc", "val_map", "lr", "clips_per_s",
+                 "data_wait")
 READ_EVERY = 2.0  # seconds between reads of the step losses held on the device
 
 

@@ -13,6 +13,7 @@ import torch
 
 from vidclf import __version__
 from vidclf.errors import CheckpointError, WriteError
+from vidclf.multilabel import DEFAULT_THRESHOLD
 from vidclf.preprocess import Preprocess
 
 FORMAT_VERSION = 1
@@ -101,6 +102,12 @@ class Classifier:
     path: Path
     decoder: dict[str, str] | None = None  # the decoder build that read its training frames; None: not recorded
     start: dict | None = None  # where its weights started (start.record); None: not recorded
+    multi_label: bool = False  # a sigmoid per label, so a video may carry any set of them
+    thresholds: list[float] | None = None  # multi-label: a label is present at or above its threshold
+
+    def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
+        """Scores (…, classes) of logits: a softmax over classes, or each label's own sigmoid."""
+        return logits.sigmoid() if self.multi_label else logits.softmax(dim=-1)
 
 
 def load_classifier(path: str | Path, *, device: torch.device) -> Classifier:
@@ -116,7 +123,10 @@ def load_classifier(path: str | Path, *, device: torch.device) -> Classifier:
         pre = Preprocess(**{k: tuple(v) if isinstance(v, list) else v for k, v in ckpt["preprocess"].items()})
     except (KeyError, TypeError, ValueError, RuntimeError) as err:
         raise CheckpointError(f"{path}: the checkpoint does not match this vidclf version ({err})") from None
-    return Classifier(model.to(device).eval(), list(ckpt["classes"]), pre, Path(path), ckpt.get("decoder"), ckpt.get("start"))
+    multi_label = bool(ckpt.get("multi_label", False))
+    thresholds = [float(t) for t in ckpt.get("thresholds") or [DEFAULT_THRESHOLD] * len(ckpt["classes"])]
+    return Classifier(model.to(device).eval(), list(ckpt["classes"]), pre, Path(path), ckpt.get("decoder"),
+                      ckpt.get("start"), multi_label, thresholds if multi_label else None)
 
 
 def newest_best(root: str | Path) -> Path:

@@ -14,9 +14,11 @@ from vidclf import distributed
 from vidclf.checkpoint import Classifier
 from vidclf.data.datasets import Batch, ClipDataset, EpochSampler, clip_loader
 from vidclf.data.files import Sample, scan
+from vidclf.data.labels import label_set, with_targets
 from vidclf.data.decoder import Decoder
 from vidclf.device import autocast
 from vidclf.errors import DatasetError
+from vidclf.multilabel import multilabel_metrics, predicted_sets
 from vidclf.preprocess import Preprocess, channels_first, to_model_input
 
 
@@ -77,20 +79,26 @@ def compute_metrics(confusion: torch.Tensor, *, top_k_correct: int, classes: lis
 SPLITS = ("val", "test", "train", "all")
 
 
-def split_samples(source: str, split: str, classes: list[str], *, val_split: float = 0.2, seed: int = 0) -> list[Sample]:
-    """The videos of `split` in dataset `source`, labelled by the model's `classes`.
+def split_samples(source: str, split: str, classes: list[str], *, val_split: float = 0.2, seed: int = 0,
+                  multi_label: bool = False) -> list[Sample]:
+    """The videos of `split` in dataset `source`, labelled by the model's `classes` (for a `multi_label`
+    model, with the tuples of the labels each video has).
 
     `val_split` and `seed` should be the training run's, so that "val" is the split it validated on.
     """
     if split not in SPLITS:
         raise ValueError(f"--split should be one of {', '.join(SPLITS)}, got {split!r}")
-    splits = scan(source, val_split=val_split, seed=seed)
+    splits = scan(source, val_split=val_split, seed=seed, multi_label=multi_label)
+    if splits.multi_label and not multi_label:
+        raise DatasetError(f"{source}: its clips have several labels and the model is single-label")
     chosen = splits.train + splits.val + splits.test if split == "all" else getattr(splits, split)
     if not chosen:
         raise DatasetError(f"{source}: the {split} split is empty")
     unknown = sorted(set(splits.classes) - set(classes))
     if unknown:
         raise DatasetError(f"{source}: classes the model does not know: {', '.join(unknown)}")
+    if multi_label:
+        return [Sample(p, tuple(sorted(classes.index(splits.classes[x]) for x in label_set(label)))) for p, label in chosen]
     return [Sample(p, classes.index(splits.classes[label])) for p, label in chosen]
 
 
@@ -98,7 +106,10 @@ def evaluation_loader(clf: Classifier, samples: list[Sample], *, device: torch.d
                       workers: int = 0, decoder: Decoder | None = None, views: tuple[int, int] = (1, 1),
                       sampler=None) -> torch.utils.data.DataLoader:
     """Batches of `samples`' views, decoded as evaluation feeds them to the model: the one place that
-    says so, so that what a report shows of a video is what the model saw."""
+    says so, so that what a report shows of a video is what the model saw. A multi-label model's
+    batches carry (B, labels) 0/1 rows."""
+    if clf.multi_label:
+        samples = with_targets(samples, len(clf.classes))
     dataset = ClipDataset(samples, clf.preprocess, decoder=decoder, views=views)
     return clip_loader(dataset, batch_size=batch_size, workers=workers, device=device,
                        pad_to=clf.preprocess.num_frames, sampler=sampler)
@@ -114,6 +125,9 @@ def evaluate_samples(clf: Classifier, samples: list[Sample], *, device: torch.de
     sampler = EpochSampler(len(samples), shuffle=False, rank=rank.rank, world=rank.world, pad=False)
     loader = evaluation_loader(clf, samples, device=device, batch_size=batch_size, workers=workers, decoder=decoder,
                                views=views, sampler=sampler)
+    if clf.multi_label:
+        return evaluate_multilabel(clf.model, loader, pre=clf.preprocess, labels=clf.classes, thresholds=clf.thresholds,
+                                   device=device, dtype=dtype, progress=progress, probabilities=probabilities)
     return evaluate(clf.model, loader, pre=clf.preprocess, classes=clf.classes, device=device, dtype=dtype, k=k,
                     progress=progress, probabilities=probabilities)
 
@@ -166,3 +180,33 @@ def _gather_rows(scored: list[tuple[torch.Tensor, torch.Tensor]], videos: int, c
         for indices, probs in part:
             rows[indices] = probs
     return rows
+
+
+def evaluate_multilabel(model: torch.nn.Module, loader, *, pre: Preprocess, labels: list[str], thresholds: list[float],
+                        device: torch.device, dtype: torch.dtype | None = None,
+                        progress: Callable[[int], None] | None = None, probabilities: bool = False) -> dict:
+    """A multi-label model's metrics over every readable video in the loader (`multilabel.multilabel_metrics`
+    of the mean of each video's views' sigmoid probabilities, at `thresholds`), with `clip_exact_set`
+    of its centre clip alone; unreadable videos under `failed`. Every rank's probabilities are gathered
+    (AP ranks all videos at once). With `probabilities`, also (N, labels) rows as `evaluate` gives them.
+    """
+    failed, scored = [], []  # scored: (dataset indices, video probabilities, centre clip's, targets) per batch
+    for batch, logits in iter_logits(model, loader, pre, device, dtype):
+        failed += [{"path": f.path, "error": f.reason} for f in batch.failures]
+        if len(logits):
+            video, clip = per_video(logits.sigmoid(), batch.views)
+            scored.append((batch.indices[:: batch.views], video, clip, batch.labels[:: batch.views]))
+        if progress is not None:
+            progress(len(batch.lengths) // batch.views + len(batch.failures))
+    scored = [part for rank_parts in distributed.gather(scored) for part in rank_parts]
+    failed = [f for part in distributed.gather(failed) for f in part]
+    empty = (torch.zeros(0, dtype=torch.long), *(torch.zeros(0, len(labels)),) * 3)
+    indices, video, clip, targets = (torch.cat(column) for column in zip(*scored)) if scored else empty
+    report = {"multi_label": True, **multilabel_metrics(video, targets, thresholds, labels)}
+    clip_exact = (predicted_sets(clip, thresholds) == targets).all(dim=1).double().mean() if len(clip) else 0.0
+    report = {**report, "clip_exact_set": float(clip_exact), "failed": failed}
+    if probabilities:
+        rows = torch.full((len(loader.dataset), len(labels)), float("nan"))
+        rows[indices.long()] = video
+        report["probabilities"] = rows
+    return report

@@ -19,6 +19,8 @@ What a deployer does to a video, with `p = metadata["preprocess"]` (this is `vid
 4. p["input"] "rgb": x. "diff": d, where d[0] = 0 and d[t] = x[t] - x[t-1]. "rgb+diff": x and d
    concatenated along channels (C = 6, RGB first).
 5. Stack clips into (B, T, C, H, W) float32; the class of a clip is classes[argmax(logits)].
+   A multi-label model (metadata["multi_label"]) outputs `probabilities` instead, a sigmoid per label:
+   a clip has every label i with probabilities[i] >= metadata["thresholds"][i] (possibly none).
 Unlike `vidclf predict`, which ignores the repeated frames of a video shorter than T, the exported
 model sees them as real frames, so its scores for such short videos can differ.
 """
@@ -49,16 +51,34 @@ FORMATS = ("onnx", "torchscript")
 EXPORT_BATCH = 2  # batch of the example input; torch.export specialises sizes 0 and 1, so not 1
 OPSET = 18  # ONNX opset: the dynamo exporter's native one; onnxruntime ≥ 1.14 runs it
 
-Runner = Callable[[torch.Tensor], np.ndarray]  # float clips (B, T, C, H, W) → logits (B, classes)
+Runner = Callable[[torch.Tensor], np.ndarray]  # float clips (B, T, C, H, W) → logits or probabilities (B, classes)
 
 
 class ExportError(VidclfError):
     """An export that cannot be made, or whose file does not reproduce the PyTorch model."""
 
 
+class _Sigmoid(torch.nn.Module):
+    """A multi-label model whose outputs are its labels' probabilities, so that the file's user needs
+    only the thresholds, not to know which of sigmoid or softmax applies."""
+
+    def __init__(self, model: torch.nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, clips: torch.Tensor) -> torch.Tensor:
+        return self.model(clips).sigmoid()
+
+
+def output_name(clf: Classifier) -> str:
+    return "probabilities" if clf.multi_label else "logits"
+
+
 def metadata(clf: Classifier) -> dict[str, Any]:
-    """What the exported file carries besides the graph: enough to preprocess clips and name classes."""
+    """What the exported file carries besides the graph: enough to preprocess clips and name classes
+    (and for a multi-label model, the thresholds that decide which labels a clip has)."""
     pre = clf.preprocess
+    labels = {"multi_label": True, "thresholds": list(clf.thresholds)} if clf.multi_label else {}
     return {
         "format_version": 1,
         "vidclf_version": __version__,
@@ -66,13 +86,15 @@ def metadata(clf: Classifier) -> dict[str, Any]:
         "preprocess": asdict(pre),
         "input": {"name": "clips", "dtype": "float32",
                   "shape": ["batch", pre.num_frames, in_channels(pre.input), pre.size, pre.size]},
-        "output": {"name": "logits", "shape": ["batch", len(clf.classes)]},
+        "output": {"name": output_name(clf), "shape": ["batch", len(clf.classes)]},
+        **labels,
     }
 
 
 def export_model(clf: Classifier, *, fmt: str, output: str | Path, check_videos: Sequence[str | Path] = (),
                  tolerance: float = 1e-4) -> dict[str, Any]:
-    """Write `clf` as `fmt` to `output`, then prove that the file alone gives PyTorch's logits.
+    """Write `clf` as `fmt` to `output`, then prove that the file alone gives PyTorch's logits (a
+    multi-label model's: probabilities).
 
     The check decodes `check_videos` as predict does (random frames when none are given) and runs the
     reloaded file on batch sizes other than the exported one, so a batch size baked into the graph
@@ -85,21 +107,24 @@ def export_model(clf: Classifier, *, fmt: str, output: str | Path, check_videos:
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
     model = deepcopy(clf.model).cpu().eval()  # the caller's model stays where it is
+    if clf.multi_label:
+        model = _Sigmoid(model).eval()
+    name = output_name(clf)
     x = _check_input(clf, check_videos)  # (N, T, C, H, W)
     example = x[torch.arange(EXPORT_BATCH) % len(x)]
     batches = [x[:1], x[torch.arange(max(len(x), EXPORT_BATCH + 1)) % len(x)]]  # neither of EXPORT_BATCH clips
     tmp = output.with_name(f".{output.name}.tmp")
     try:
         export = _export_onnx if fmt == "onnx" else _export_torchscript
-        run = export(model, example, tmp, json.dumps(metadata(clf)))
+        run = export(model, example, tmp, json.dumps(metadata(clf)), name)
         diff = max(float(np.abs(run(b) - _torch_logits(model, b)).max()) for b in batches)
         if not diff <= tolerance:  # `not <=`: a NaN fails too
-            raise ExportError(f"{output}: the exported {fmt} model's logits differ from PyTorch's by up to "
+            raise ExportError(f"{output}: the exported {fmt} model's {name} differ from PyTorch's by up to "
                               f"{diff:.3g} (tolerance {tolerance:g}); nothing was written")
         os.replace(tmp, output)
     finally:
         tmp.unlink(missing_ok=True)
-    return {"format": fmt, "path": str(output), "bytes": output.stat().st_size, "max_abs_diff": diff,
+    return {"format": fmt, "path": str(output), "output": name, "bytes": output.stat().st_size, "max_abs_diff": diff,
             "clips": len(check_videos), "batch_sizes": [len(b) for b in batches],
             "seconds": round(time.perf_counter() - start, 2)}
 
@@ -132,11 +157,11 @@ def _known_warnings_hidden() -> Iterator[None]:
         warnings.filterwarnings("ignore", r"`torch\.jit\.\w+` is deprecated", FutureWarning)
         warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
         warnings.filterwarnings("ignore", r"_check_is_size will be removed", FutureWarning)
-        warnings.filterwarnings("ignore", r"The tensor attributes self\.rnn\._flat_weights", UserWarning)
+        warnings.filterwarnings("ignore", r"The tensor attributes self\.(model\.)?rnn\._flat_weights", UserWarning)
         yield
 
 
-def _export_torchscript(model: torch.nn.Module, example: torch.Tensor, path: Path, info: str) -> Runner:
+def _export_torchscript(model: torch.nn.Module, example: torch.Tensor, path: Path, info: str, output: str) -> Runner:
     """Trace (every model here has a fixed control flow for full-length clips) and reload the file."""
     with _known_warnings_hidden(), torch.no_grad():
         traced = torch.jit.trace(model, (example,), check_trace=False)  # the parity check is stricter
@@ -150,7 +175,7 @@ def _export_torchscript(model: torch.nn.Module, example: torch.Tensor, path: Pat
     return run
 
 
-def _export_onnx(model: torch.nn.Module, example: torch.Tensor, path: Path, info: str) -> Runner:
+def _export_onnx(model: torch.nn.Module, example: torch.Tensor, path: Path, info: str, output: str) -> Runner:
     """The torch.export-based exporter (dynamo=True, default since torch 2.9), asked for by name.
 
     The TorchScript-based exporter cannot export adaptive pooling to a grid once the batch is dynamic
@@ -167,10 +192,10 @@ def _export_onnx(model: torch.nn.Module, example: torch.Tensor, path: Path, info
                           "pip install 'vidclf[export]'") from None
     with _known_warnings_hidden():
         torch.onnx.export(model, (example,), str(path), dynamo=True, external_data=False, opset_version=OPSET,
-                          input_names=["clips"], output_names=["logits"], verbose=False,
+                          input_names=["clips"], output_names=[output], verbose=False,
                           dynamic_shapes=({0: torch.export.Dim("batch")},))
     proto = onnx.load(str(path))
     proto.metadata_props.add(key="vidclf", value=info)
     onnx.save(proto, str(path))
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    return lambda x: session.run(["logits"], {"clips": x.numpy()})[0]
+    return lambda x: session.run([output], {"clips": x.numpy()})[0]

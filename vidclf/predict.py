@@ -57,13 +57,24 @@ def resume_output(path: Path) -> set[str]:
     return done
 
 
-def topk_record(path: str, probs: torch.Tensor | None, classes: list[str], k: int, error: str | None = None) -> dict:
-    """The record of one video (path, label, score, topk, error), the same in predict, windows and streams."""
+def topk_record(path: str, probs: torch.Tensor | None, classes: list[str], k: int, error: str | None = None,
+                thresholds: list[float] | None = None) -> dict:
+    """The record of one video (path, label, score, topk, error), the same in predict, windows and streams;
+    with a multi-label model's `thresholds`, also `labels`: every label present (`present_labels`)."""
+    present = {} if thresholds is None else {"labels": []}
     if probs is None:
-        return {"path": path, "label": None, "score": None, "topk": [], "error": error}
+        return {"path": path, "label": None, "score": None, "topk": [], **present, "error": error}
     scores, idx = probs.topk(min(k, len(classes)))
     topk = [{"label": classes[i], "score": round(float(s), 6)} for s, i in zip(scores, idx)]
-    return {"path": path, "label": topk[0]["label"], "score": topk[0]["score"], "topk": topk, "error": None}
+    if thresholds is not None:
+        present["labels"] = present_labels(probs, classes, thresholds)
+    return {"path": path, "label": topk[0]["label"], "score": topk[0]["score"], "topk": topk, **present, "error": None}
+
+
+def present_labels(probs: torch.Tensor, classes: list[str], thresholds: list[float]) -> list[dict]:
+    """Every label scored at or above its threshold, highest first, with its score: possibly none."""
+    present = [(float(p), c) for p, c, t in zip(probs.tolist(), classes, thresholds) if p >= t]
+    return [{"label": c, "score": round(p, 6)} for p, c in sorted(present, key=lambda x: -x[0])]
 
 
 def predict(paths: list[str], clf: Classifier, *, device: torch.device, dtype: torch.dtype | None = None,
@@ -99,7 +110,7 @@ def predict_files(paths: list[str], clf: Classifier, *, device: torch.device, dt
     records in the order of `paths`; with `views` (clips, crops), of the mean over the views."""
     for path, probs, error in _outputs(paths, clf, device=device, dtype=dtype, batch_size=batch_size,
                                        workers=workers, decoder=decoder, features=False, views=views):
-        yield topk_record(path, None if error else probs, clf.classes, top_k, error=error)
+        yield topk_record(path, None if error else probs, clf.classes, top_k, error=error, thresholds=clf.thresholds)
 
 
 def embed_files(paths: list[str], clf: Classifier, *, device: torch.device, dtype: torch.dtype | None = None,
@@ -154,7 +165,7 @@ def _rows(batch: Batch, clf: Classifier, device: torch.device, dtype: torch.dtyp
     ready = [(f.index, f.path, torch.zeros(0), f.reason) for f in batch.failures]
     for _, out in iter_logits(clf.model, [batch], clf.preprocess, device, dtype, features=features):
         if len(out):
-            rows, _ = per_video(out if features else out.softmax(dim=1), batch.views)
+            rows, _ = per_video(out if features else clf.probabilities(out), batch.views)
             ready += [(int(i), paths[int(i)], row, None) for i, row in zip(batch.indices[:: batch.views], rows)]
     return [(path, row, error) for _, path, row, error in sorted(ready, key=lambda r: r[0])]
 
@@ -196,13 +207,21 @@ def predict_windows(path: str, clf: Classifier, *, device: torch.device, dtype: 
                                           lambda _: contextlib.nullcontext(lambda ws: _window_probs(ws, clf, device, dtype)),
                                           threads=lane_threads(lanes)):
                 total = total + probs.sum(0)
-                windows += [{"start": round(start / fps, 3), "end": round(end / fps, 3), "label": clf.classes[int(i)],
-                             "score": round(float(score), 6)} for (start, end), score, i in zip(bounds, *probs.max(1))]
+                windows += [_window_record(start / fps, end / fps, p, clf) for (start, end), p in zip(bounds, probs)]
         finally:
             windows_of_video.close()  # a video abandoned half-way: its child is ended
     except video.VideoError as err:
-        return {**topk_record(path, None, clf.classes, top_k, error=str(err)), "windows": []}
-    return {**topk_record(path, total / len(windows), clf.classes, top_k), "windows": windows}
+        return {**topk_record(path, None, clf.classes, top_k, error=str(err), thresholds=clf.thresholds), "windows": []}
+    return {**topk_record(path, total / len(windows), clf.classes, top_k, thresholds=clf.thresholds), "windows": windows}
+
+
+def _window_record(start: float, end: float, probs: torch.Tensor, clf: Classifier) -> dict:
+    """A window's times and top label; a multi-label model's also every label present."""
+    score, i = probs.max(0)
+    record = {"start": round(start, 3), "end": round(end, 3), "label": clf.classes[int(i)], "score": round(float(score), 6)}
+    if clf.thresholds is not None:
+        record["labels"] = present_labels(probs, clf.classes, clf.thresholds)
+    return record
 
 
 def _window_probs(windows: list, clf: Classifier, device: torch.device,
@@ -212,4 +231,4 @@ def _window_probs(windows: list, clf: Classifier, device: torch.device,
     batch = Batch(torch.from_numpy(stack_as_planes([w.frames for w in windows])), torch.tensor([w.length for w in windows]),
                   torch.zeros(n, dtype=torch.long), torch.arange(n), [])  # (B, T, H, W, 3)
     ((_, logits),) = iter_logits(clf.model, [batch], clf.preprocess, device, dtype)
-    return [(w.start, w.end) for w in windows], logits.softmax(dim=1)
+    return [(w.start, w.end) for w in windows], clf.probabilities(logits)

@@ -19,7 +19,7 @@ RUNTIME = ("device", "precision", "workers", "cache", "cache_size", "decode_time
            "tensorboard")
 SAID = ("epochs", "data")
 # Options that make the saved weights or preprocessing wrong: continuing with other values is an error.
-MODEL = ("arch", "model", "num_frames", "size", "input", "mean", "std")
+MODEL = ("arch", "model", "num_frames", "size", "input", "mean", "std", "multi_label")
 
 
 def resume_state(path: str | Path) -> dict:

@@ -12,19 +12,22 @@ from pathlib import Path
 from typing import Any, Callable
 
 import torch
+import torch.nn.functional as F
 from rich.markup import escape
 
 from vidclf import boardlog, distributed
-from vidclf.data.balance import BALANCE, class_weights
+from vidclf.data.balance import BALANCE, class_weights, positive_weights
 from vidclf.data.cache import DEFAULT_SIZE, ClipCache, default_cache_dir, parse_size, settings_key
 from vidclf.data.datasets import ClipDataset, EpochSampler, clip_loader, default_workers
 from vidclf.data.files import Splits, scan
+from vidclf.data.labels import with_targets
 from vidclf.data.splits import check_splits, raise_or_warn
 from vidclf.data.decoder import DEFAULT_TIMEOUT, Decoder
 from vidclf.device import autocast_dtype
 from vidclf.errors import DatasetError
 from vidclf.mixing import check_mix
 from vidclf.models import build_model, input_options
+from vidclf.multilabel import bce_loss
 from vidclf.preprocess import Preprocess, in_channels
 from vidclf.start import apply_init, param_groups
 
@@ -32,6 +35,7 @@ from vidclf.start import apply_init, param_groups
 @dataclass
 class TrainConfig:
     data: str = "data"  # dataset root (class folders, train/val/test folders) or a CSV manifest
+    multi_label: bool = False  # a sigmoid per label even when no clip has several (a manifest of several is anyway)
     arch: str = "cnn-lstm"  # a name from `vidclf models`
     model: dict[str, Any] = field(default_factory=dict)  # architecture options; None values keep defaults
     num_frames: int = 16  # frames per clip
@@ -55,7 +59,8 @@ class TrainConfig:
     seed: int = 0
     hflip: bool = False  # flips turn 'left' into 'right': off unless direction does not matter
     patience: int | None = None  # stop after this many epochs without a better validation metric
-    monitor: str = "val_acc"  # val_acc | val_class_acc (mean per-class accuracy) | val_loss: what "best" means
+    monitor: str = "val_acc"  # val_acc | val_class_acc (mean per-class accuracy) | val_map | val_loss: what "best"
+    # means; multi-label: val_acc is the share of exactly right label sets, val_map the mean average precision
     balance: str = "none"  # none | sampler (class-balanced epochs) | weights (inverse-frequency loss weights)
     workers: int | None = None  # DataLoader processes; None: the cores this process may use
     device: str = "auto"  # auto | cpu | cuda[:N]
@@ -79,6 +84,7 @@ class TrainState:
     history: list[dict] = field(default_factory=list)  # one row per finished epoch
     partial: dict | None = None  # the running sums of the interrupted epoch
     lr: float | None = None  # the rate of the last step taken (the epoch row of an epoch resumed at its end)
+    thresholds: list[float] | None = None  # multi-label: per label, chosen by the last validation
 
 
 @dataclass
@@ -103,16 +109,25 @@ class Run:
     dtype: torch.dtype | None  # autocast dtype; None is float32
     run_dir: Path
     state: TrainState
-    loss_weights: torch.Tensor | None = None  # per class, with --balance weights
+    loss_weights: torch.Tensor | None = None  # per class, with --balance weights (multi-label: per label positive weights)
+    multi_label: bool = False  # a sigmoid per label (BCE), not a softmax over classes
+
+    def criterion(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """The training loss against targets: class indices (B,), or multi-label 0/1 rows (B, labels)
+        that may be mixes of two clips' rows."""
+        if self.multi_label:
+            return bce_loss(logits, targets, pos_weight=self.loss_weights, smoothing=self.cfg.label_smoothing)
+        return F.cross_entropy(logits, targets, weight=self.loss_weights, label_smoothing=self.cfg.label_smoothing)
 
 
 def build_run(cfg: TrainConfig, *, device: torch.device, rank: distributed.Rank, say: Callable[[str], None],
               resume_from: dict | None = None, run_dir: Path | None = None) -> Run:
     """Data, model, optimizer and state for `cfg`; with `resume_from` (a last.pt) as that run left them."""
     _check_recipe(cfg)
-    splits = scan(cfg.data, val_split=cfg.val_split, seed=cfg.seed)
+    splits = scan(cfg.data, val_split=cfg.val_split, seed=cfg.seed, multi_label=cfg.multi_label)
     if not splits.train:
         raise DatasetError(f"{cfg.data}: no training videos found")
+    _check_labels(cfg, splits)
     pre = _preprocess(cfg)
     raise_or_warn(check_splits(splits, cfg.data), lambda message: say(f"[yellow]warning[/] {escape(message)}"))
     cache = _cache(cfg, splits, pre, say)
@@ -124,16 +139,18 @@ def build_run(cfg: TrainConfig, *, device: torch.device, rank: distributed.Rank,
     scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
     state = TrainState()
     if resume_from is not None:
-        state = _restore(resume_from, model, optimizer, scheduler, scaler, len(train_loader), cfg.data, splits.classes,
+        state = _restore(resume_from, model, optimizer, scheduler, scaler, len(train_loader), cfg.data, splits,
                          dtype, say)
     run_dir = distributed.broadcast(run_dir or _new_run_dir(cfg))
     if rank.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
     weights = None
     if cfg.balance == "weights":
-        weights = torch.tensor(class_weights([s.label for s in splits.train], len(splits.classes)), device=device)
+        weigh = positive_weights if splits.multi_label else class_weights
+        weights = torch.tensor(weigh([s.label for s in splits.train], len(splits.classes)), device=device)
     return Run(cfg, device, rank, splits.classes, pre, cache, train_set, sampler, train_loader, val_loader, model,
-               _wrap(model, cfg, device, rank), optimizer, scheduler, scaler, dtype, run_dir, state, weights)
+               _wrap(model, cfg, device, rank), optimizer, scheduler, scaler, dtype, run_dir, state, weights,
+               splits.multi_label)
 
 
 def _preprocess(cfg: TrainConfig) -> Preprocess:
@@ -173,6 +190,16 @@ def _check_recipe(cfg: TrainConfig) -> None:
         boardlog.require()
 
 
+def _check_labels(cfg: TrainConfig, splits: Splits) -> None:
+    """Options that need one kind of labels, refused once the data says which it has."""
+    if cfg.monitor == "val_map" and not splits.multi_label:
+        raise ValueError(f"--monitor mAP needs multi-label data ({cfg.data} has one class a clip; --multi-label)")
+    if splits.multi_label and cfg.monitor == "val_class_acc":
+        raise ValueError("--monitor val_class_acc is for single-label data: use mAP, val_acc (exact sets) or val_loss")
+    if splits.multi_label and cfg.balance == "sampler":
+        raise ValueError("--balance sampler draws classes, and a multi-label clip has several: use --balance weights")
+
+
 def _cache(cfg: TrainConfig, splits: Splits, pre: Preprocess, say: Callable[[str], None]) -> ClipCache | None:
     """The decode cache, told which entries are this run's (it never evicts them for each other)."""
     if cfg.cache is None:
@@ -194,8 +221,11 @@ def _data(cfg: TrainConfig, splits: Splits, pre: Preprocess, cache: ClipCache | 
     so each validation clip counts exactly once.
     """
     decoder = Decoder(cfg.decode_timeout or None)
-    train_set = ClipDataset(splits.train, pre, train=True, seed=cfg.seed, cache=cache, decoder=decoder)
-    val_set = ClipDataset(splits.val, pre, train=False, seed=cfg.seed, cache=cache, decoder=decoder)
+    train, val = splits.train, splits.val
+    if splits.multi_label:  # batches then carry (B, labels) 0/1 rows
+        train, val = with_targets(train, len(splits.classes)), with_targets(val, len(splits.classes))
+    train_set = ClipDataset(train, pre, train=True, seed=cfg.seed, cache=cache, decoder=decoder)
+    val_set = ClipDataset(val, pre, train=False, seed=cfg.seed, cache=cache, decoder=decoder)
     labels = [s.label for s in splits.train] if cfg.balance == "sampler" else None
     sampler = EpochSampler(len(train_set), shuffle=True, seed=cfg.seed, rank=rank.rank, world=rank.world, labels=labels)
     workers = default_workers() if cfg.workers is None else cfg.workers
@@ -210,7 +240,7 @@ def _data(cfg: TrainConfig, splits: Splits, pre: Preprocess, cache: ClipCache | 
 
 
 SCHEDULES = ("cosine", "step", "constant")
-MONITORS = ("val_acc", "val_class_acc", "val_loss")
+MONITORS = ("val_acc", "val_class_acc", "val_map", "val_loss")
 
 
 def _scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig, steps_per_epoch: int) -> torch.optim.lr_scheduler.LambdaLR:
@@ -233,11 +263,16 @@ def _scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig, steps_per_epo
         optimizer, lambda s: (s + 1) / warm if s < warm else decay((s - warm) // steps_per_epoch))
 
 
-def _restore(saved: dict, model, optimizer, scheduler, scaler, steps_per_epoch: int, data: str, classes: list[str],
+def _restore(saved: dict, model, optimizer, scheduler, scaler, steps_per_epoch: int, data: str, splits: Splits,
              dtype: torch.dtype | None, say: Callable[[str], None]) -> TrainState:
+    classes = splits.classes
     if list(saved["classes"]) != classes:  # a moved copy of the data must hold the same classes
         raise DatasetError(f"{data}: its classes ({', '.join(classes)}) are not those of the run it would continue "
                            f"({', '.join(saved['classes'])})")
+    if saved.get("multi_label", False) != splits.multi_label:
+        kinds = ("single-label", "multi-label")
+        raise DatasetError(f"{data}: its labels are {kinds[splits.multi_label]} and the run it would continue "
+                           f"trained {kinds[saved.get('multi_label', False)]}")
     model.load_state_dict(saved["state_dict"])
     optimizer.load_state_dict(saved["optimizer"])
     epoch, step, partial = saved["epoch"], saved["step"], saved.get("partial")
@@ -260,7 +295,8 @@ def _restore(saved: dict, model, optimizer, scheduler, scaler, steps_per_epoch: 
     precision = str(dtype or torch.float32).removeprefix("torch.")
     if saved.get("precision", precision) != precision:  # --precision auto on another GPU, say
         say(f"[yellow]warning[/] the run trained in {saved['precision']} and continues in {precision}")
-    return TrainState(epoch, step, saved["best_metric"], saved["history"], partial, saved.get("lr"))
+    return TrainState(epoch, step, saved["best_metric"], saved["history"], partial, saved.get("lr"),
+                      saved.get("thresholds"))
 
 
 def _wrap(model: torch.nn.Module, cfg: TrainConfig, device: torch.device, rank: distributed.Rank) -> torch.nn.Module:

@@ -158,7 +158,8 @@ class RingBuffer:
 def stream_records(clf: Classifier, frames: Iterable[tuple[float, np.ndarray]], *, device: torch.device,
                    hop_s: float | None = None, hop_frames: int | None = None, top_k: int = 5,
                    dtype: torch.dtype | None = None) -> Iterator[dict]:
-    """{time, label, score, topk} for the last clip span each hop, as soon as the hop's frame arrives.
+    """{time, label, score, topk} (and a multi-label model's labels present) for the last clip span each
+    hop, as soon as the hop's frame arrives.
 
     The span is the last `num_frames` frames at the model's `frame_stride`; the first record comes
     once a whole span has arrived (a source shorter than a span gives none). Give one hop: every
@@ -183,6 +184,7 @@ def stream_records(clf: Classifier, frames: Iterable[tuple[float, np.ndarray]], 
             if waited < (hop_frames or hop_s):
                 continue
         last_index, last_time = index, t
-        probs = ring.logits(index).softmax(dim=0).cpu()
-        record = topk_record("", probs, clf.classes, top_k)
-        yield {"time": round(t, 3), "label": record["label"], "score": record["score"], "topk": record["topk"]}
+        probs = clf.probabilities(ring.logits(index)).cpu()
+        record = topk_record("", probs, clf.classes, top_k, thresholds=clf.thresholds)
+        del record["path"], record["error"]
+        yield {"time": round(t, 3), **record}

@@ -9,6 +9,8 @@ Two tasks:
 - ``"speed"``: a textured object drifts over a static background in a random direction at about
   1 px/frame (``"normal"``) or 3.5 times that (``"fast"``), with sensor noise and flicker; neither
   one frame nor how much of the image changes tells the class, only the motion itself.
+- ``"multi"`` (multi-label): two shapes, each moving as a ``"motion"`` class or still; a clip's labels
+  are the motions in it (two, one or none), listed in a manifest ``labels.csv``.
 
 Rendering is numpy plus OpenCV's ``warpAffine`` (with ``BORDER_WRAP``) and takes well under a
 millisecond per frame at 64x64.
@@ -16,6 +18,7 @@ millisecond per frame at 64x64.
 
 from __future__ import annotations
 
+import itertools
 import math
 from pathlib import Path
 
@@ -23,7 +26,8 @@ import numpy as np
 
 CLASSES: tuple[str, ...] = ("down", "left", "right", "rotate_ccw", "rotate_cw", "up")
 SPEED_CLASSES: tuple[str, ...] = ("fast", "normal")
-TASKS: dict[str, tuple[str, ...]] = {"motion": CLASSES, "speed": SPEED_CLASSES}
+TASKS: dict[str, tuple[str, ...]] = {"motion": CLASSES, "speed": SPEED_CLASSES, "multi": CLASSES}
+MULTI_SHAPES = 2  # shapes in every clip of the multi-label task
 SPEED_FACTOR = 3.5  # how many times faster "fast" clips move than "normal" ones
 
 # Unit direction (dx, dy) in image coordinates (y grows downwards) of each translation class.
@@ -97,11 +101,9 @@ def _warp(layer: np.ndarray, angle_deg: float, dx: float, dy: float, size: int) 
     return cv2.warpAffine(layer, m, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_WRAP)
 
 
-def _render_motion(name: str, frames: int, size: int, rng: np.random.Generator) -> np.ndarray:
-    # A dark, gently textured background and a bright shape: learnable in a few hundred steps
-    # (bright-on-bright or busy backgrounds took many times longer to learn from scratch).
-    background = _texture(rng, size, rng.uniform(10, 100, size=3).astype(np.float32), cells=int(rng.integers(3, 7)),
-                          low=0.6)
+def _sprite_path(name: str, frames: int, size: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """A sprite layer (H, W, 4: colour and alpha) and its pose in each frame (T, 3: angle, x, y), moving
+    as class `name` does; any other name (``"still"``) keeps only the small wobble every class has."""
     image, alpha = _sprite(rng, size)
     layer = np.concatenate([image, alpha[..., None]], axis=2)  # (H, W, 4): colour and alpha
     x0, y0 = rng.uniform(0, size, size=2)  # start offset of the shape's centre (wraps around)
@@ -112,13 +114,46 @@ def _render_motion(name: str, frames: int, size: int, rng: np.random.Generator) 
     # Rotation: OpenCV angles are counter-clockwise on screen.
     turn = {"rotate_ccw": spin, "rotate_cw": -spin}.get(name, 0.0)
     jitter = rng.uniform(-0.15, 0.15, size=(frames, 2)) * speed  # small wobble, same for every class
+    t = np.arange(frames)
+    return layer, np.stack([angle0 + turn * t, x0 + dx_dir * speed * t + jitter[:, 0],
+                            y0 + dy_dir * speed * t + jitter[:, 1]], axis=1)
+
+
+def _composite(background: np.ndarray, sprites: list[tuple[np.ndarray, np.ndarray]], size: int) -> np.ndarray:
+    """The sprites (layer, poses) over the background, the first one lowest: uint8 (T, H, W, 3)."""
+    frames = len(sprites[0][1])
     out = np.empty((frames, size, size, 3), np.uint8)
     for t in range(frames):
-        warped = _warp(layer, angle0 + turn * t, x0 + dx_dir * speed * t + jitter[t, 0],
-                       y0 + dy_dir * speed * t + jitter[t, 1], size)  # (H, W, 4)
-        a = warped[..., 3:4]
-        out[t] = np.clip(warped[..., :3] * a + background * (1 - a) + 0.5, 0, 255).astype(np.uint8)
+        image = background
+        for layer, poses in sprites:
+            angle, x, y = poses[t]
+            warped = _warp(layer, angle, x, y, size)  # (H, W, 4)
+            a = warped[..., 3:4]
+            image = warped[..., :3] * a + image * (1 - a)
+        out[t] = np.clip(image + 0.5, 0, 255).astype(np.uint8)
     return out
+
+
+def _dark_background(rng: np.random.Generator, size: int) -> np.ndarray:
+    # A dark, gently textured background and bright shapes: learnable in a few hundred steps
+    # (bright-on-bright or busy backgrounds took many times longer to learn from scratch).
+    return _texture(rng, size, rng.uniform(10, 100, size=3).astype(np.float32), cells=int(rng.integers(3, 7)), low=0.6)
+
+
+def _render_motion(name: str, frames: int, size: int, rng: np.random.Generator) -> np.ndarray:
+    background = _dark_background(rng, size)
+    return _composite(background, [_sprite_path(name, frames, size, rng)], size)
+
+
+def render_multi(names: tuple[str, ...], *, frames: int = 16, size: int = 64, rng: np.random.Generator) -> np.ndarray:
+    """A clip of the ``"multi"`` task: MULTI_SHAPES shapes, one moving as each of `names` (motion
+    classes, at most MULTI_SHAPES) and the rest still, stacked in a random order. The number of shapes
+    is always the same, so only motion tells which labels, and how many, a clip has."""
+    if len(names) > MULTI_SHAPES or len(set(names)) < len(names) or not set(names) <= set(CLASSES):
+        raise ValueError(f"names should be at most {MULTI_SHAPES} different classes of {CLASSES}, got {names}.")
+    background = _dark_background(rng, size)
+    sprites = [_sprite_path(name, frames, size, rng) for name in names + ("still",) * (MULTI_SHAPES - len(names))]
+    return _composite(background, [sprites[i] for i in rng.permutation(len(sprites))], size)
 
 
 def _render_speed(name: str, frames: int, size: int, rng: np.random.Generator) -> np.ndarray:
@@ -160,6 +195,8 @@ def render_clip(
         raise ValueError(f"label should be in [0, {len(classes)}) for task {task!r}, got {label}.")
     if frames < 1 or size < 8:
         raise ValueError(f"frames should be >= 1 and size >= 8, got frames={frames}, size={size}.")
+    if task == "multi":
+        raise ValueError("a multi clip has a set of labels: use render_multi")
     render = _render_motion if task == "motion" else _render_speed
     return render(classes[label], frames, size, rng)
 
@@ -167,6 +204,11 @@ def render_clip(
 def clip_rng(seed: int, task: str, label: int, index: int) -> np.random.Generator:
     """The generator of one clip: independent of how many classes or clips are written."""
     return np.random.default_rng([seed, list(TASKS).index(task), label, index])
+
+
+def multi_label_sets(names: tuple[str, ...]) -> list[tuple[str, ...]]:
+    """The label sets of the multi task over motion classes `names`: none, each one, each pair."""
+    return [()] + [(a,) for a in names] + list(itertools.combinations(names, 2))
 
 
 def write_dataset(
@@ -184,9 +226,9 @@ def write_dataset(
 
     The same arguments write the same frames (clip ``i`` of a class does not depend on
     ``classes`` or ``clips_per_class``). ``classes`` keeps only the first N classes of the task.
+    The ``"multi"`` task writes ``clips_per_class`` clips of every label set (`multi_label_sets`) as
+    ``root/clips/<labels>_<i:03d>.mp4`` and the manifest ``root/labels.csv`` (path,labels).
     """
-    import cv2
-
     names = task_classes(task)
     if classes is not None:
         if not 1 <= classes <= len(names):
@@ -195,20 +237,50 @@ def write_dataset(
     if clips_per_class < 1:
         raise ValueError(f"clips_per_class should be >= 1, got {clips_per_class}.")
     root = Path(root)
+    if task == "multi":
+        return _write_multi(root, names, clips_per_class=clips_per_class, frames=frames, size=size, fps=fps, seed=seed)
     paths: list[Path] = []
     for label, name in enumerate(names):
         folder = root / name
         folder.mkdir(parents=True, exist_ok=True)
         for i in range(clips_per_class):
             clip = render_clip(label, task=task, frames=frames, size=size, rng=clip_rng(seed, task, label, i))
-            path = folder / f"{name}_{i:03d}.mp4"
-            writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (size, size))
-            if not writer.isOpened():
-                raise OSError(f"OpenCV could not open a video writer (mp4v) for {path}.")
-            try:
-                for frame in clip:
-                    writer.write(np.ascontiguousarray(frame[..., ::-1]))  # RGB -> BGR for OpenCV
-            finally:
-                writer.release()
-            paths.append(path)
+            paths.append(_write_video(folder / f"{name}_{i:03d}.mp4", clip, fps))
     return paths
+
+
+def _write_multi(root: Path, names: tuple[str, ...], *, clips_per_class: int, frames: int, size: int, fps: float,
+                 seed: int) -> list[Path]:
+    """The multi task's clips and its manifest; a label set's clips depend only on the set and `seed`."""
+    import csv
+
+    folder = root / "clips"
+    folder.mkdir(parents=True, exist_ok=True)
+    paths, rows = [], []
+    for labels in multi_label_sets(names):
+        key = sum(2 ** CLASSES.index(n) for n in labels)  # the set, independent of `names`
+        stem = "+".join(labels) or "none"
+        for i in range(clips_per_class):
+            clip = render_multi(labels, frames=frames, size=size, rng=clip_rng(seed, "multi", key, i))
+            paths.append(_write_video(folder / f"{stem}_{i:03d}.mp4", clip, fps))
+            rows.append({"path": f"clips/{paths[-1].name}", "labels": ";".join(labels)})
+    with (root / "labels.csv").open("w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=["path", "labels"])
+        writer.writeheader()
+        writer.writerows(rows)
+    return paths
+
+
+def _write_video(path: Path, clip: np.ndarray, fps: float) -> Path:
+    import cv2
+
+    size = clip.shape[1]
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (size, size))
+    if not writer.isOpened():
+        raise OSError(f"OpenCV could not open a video writer (mp4v) for {path}.")
+    try:
+        for frame in clip:
+            writer.write(np.ascontiguousarray(frame[..., ::-1]))  # RGB -> BGR for OpenCV
+    finally:
+        writer.release()
+    return path

@@ -24,6 +24,7 @@ from vidclf.device import autocast, resolve_device
 from vidclf.errors import DatasetError
 from vidclf.evaluate import compute_metrics, iter_logits
 from vidclf.mixing import Mixed, mix_clips
+from vidclf.multilabel import DEFAULT_THRESHOLD, choose_thresholds, exact_sets, multilabel_metrics
 from vidclf.preprocess import channels_first, step_seed, to_model_input
 from vidclf.resume import resume_state
 from vidclf.run import Run, TrainConfig, build_run
@@ -103,20 +104,24 @@ class Trainer:
         self.agreement = Agreement(stop, save_every=run.cfg.save_every * 60, is_main=main)
         self.continue_with = continue_with or f"vidclf train --resume {run.run_dir / 'last.pt'}"
         self.say = console.print if main else _silent
-        self.log = EpochLog(console if main else Console(quiet=True), run.run_dir if main else None)
+        self.log = EpochLog(console if main else Console(quiet=True), run.run_dir if main else None,
+                            multi_label=run.multi_label)
         self.reported: set[str] = set()
         self.best_path = run.run_dir / "best.pt" if (run.run_dir / "best.pt").exists() else None
         self.stale = 0  # epochs since the monitored metric last improved
         self.steps = 0  # optimizer steps taken in this call
         self.lr = run.optimizer.param_groups[0]["lr"] if run.state.lr is None else run.state.lr  # of the last step taken
         self.confusion: torch.Tensor | None = None  # of the last validation
+        # multi-label: per label, chosen by the last validation (a continued run's, until it validates)
+        self.thresholds = run.state.thresholds or [DEFAULT_THRESHOLD] * len(run.classes)
         self.epoch_steps = len(run.train_loader)  # before any resume skips some
         first = run.state.epoch * self.epoch_steps + run.state.step
         self.board = BoardLog(run.run_dir, first_step=first) if run.cfg.tensorboard and main else None
 
     def fit(self) -> RunResult:
         run, cfg = self.run, self.run.cfg
-        self.say(f"[bold]vidclf train[/] {cfg.arch} on {cfg.data}: {len(run.classes)} classes, "
+        kind = "labels (multi-label)" if run.multi_label else "classes"
+        self.say(f"[bold]vidclf train[/] {cfg.arch} on {cfg.data}: {len(run.classes)} {kind}, "
                  f"{len(run.train_set)} train / {len(run.val_loader.dataset) if run.val_loader else 0} val clips, "
                  f"{run.device}, {'fp32' if run.dtype is None else str(run.dtype).removeprefix('torch.')}, "
                  f"run folder {run.run_dir}")
@@ -231,19 +236,16 @@ class Trainer:
             run.scheduler.step()
         self.steps += 1
         n = len(labels)
-        correct = (logits.detach().argmax(1) == labels).sum()
+        correct = exact_sets(logits.detach(), labels) if run.multi_label else (logits.detach().argmax(1) == labels).sum()
         return torch.stack([loss.detach().double() * n, correct.double()]), n
 
     def loss(self, logits: torch.Tensor, labels: torch.Tensor, mixed: Mixed | None = None) -> torch.Tensor:
-        """The training loss: cross-entropy against targets smoothed by --label-smoothing, classes weighed
-        by --balance weights; for mixed clips, the mix of the losses against both clips' labels, by the clips' shares."""
-        def against(targets: torch.Tensor) -> torch.Tensor:
-            return F.cross_entropy(logits, targets, weight=self.run.loss_weights, label_smoothing=self.run.cfg.label_smoothing)
-
-        loss = against(labels)
+        """The training loss (`Run.criterion`: cross-entropy, or multi-label BCE); for mixed clips, the mix of
+        the losses against both clips' labels by the clips' shares (for BCE, the loss of the mixed label rows)."""
+        loss = self.run.criterion(logits, labels)
         if mixed is None:
             return loss
-        return mixed.weight * loss + (1 - mixed.weight) * against(mixed.partner_labels)
+        return mixed.weight * loss + (1 - mixed.weight) * self.run.criterion(logits, mixed.partner_labels)
 
     def validate(self) -> dict:
         """Loss, accuracy and mean per-class accuracy over the validation split, each clip counted once
@@ -251,7 +253,9 @@ class Trainer:
         (rows: true class) is kept in `self.confusion`."""
         run = self.run
         if run.val_loader is None:
-            return {"val_loss": None, "val_acc": None, "val_class_acc": None, "val_clips": 0}
+            return {"val_loss": None, "val_acc": None, "val_class_acc": None, "val_map": None, "val_clips": 0}
+        if run.multi_label:
+            return self.validate_multilabel()
         # Validate the bare model. Under DDP, shards may differ by a batch, and DDP's forward would
         # broadcast buffers, a collective the rank with fewer batches never joins. Compiled with CUDA
         # graphs, inference graphs recorded beside the training ones crashed or hung the process
@@ -268,10 +272,31 @@ class Trainer:
         loss, self.confusion = totals[0], torch.tensor(totals[1:], dtype=torch.float64).view(classes, classes)
         clips = int(self.confusion.sum())
         if not clips:
-            return {"val_loss": None, "val_acc": None, "val_class_acc": None, "val_clips": 0}
+            return {"val_loss": None, "val_acc": None, "val_class_acc": None, "val_map": None, "val_clips": 0}
         metrics = compute_metrics(self.confusion, top_k_correct=0, classes=run.classes, k=1)  # as evaluate reports them
         return {"val_loss": loss / clips, "val_acc": metrics["accuracy"], "val_class_acc": metrics["mean_class_accuracy"],
-                "val_clips": clips}
+                "val_map": None, "val_clips": clips}
+
+    def validate_multilabel(self) -> dict:
+        """Multi-label validation: every rank's probabilities gathered (AP ranks all clips at once), each
+        label's threshold chosen on them (kept in `self.thresholds` for the checkpoint), then the loss,
+        the share of exactly right label sets at those thresholds (val_acc) and mAP (val_map)."""
+        run = self.run
+        loss, parts = 0.0, []
+        for batch, logits in iter_logits(run.model, run.val_loader, run.pre, run.device, run.dtype):
+            self.report(batch)
+            if len(logits):
+                loss += float(F.binary_cross_entropy_with_logits(logits, batch.labels.float(), reduction="sum"))
+                parts.append((logits.sigmoid(), batch.labels))
+        loss = distributed.all_sum([loss], run.device)[0]
+        parts = [part for rank_parts in distributed.gather(parts) for part in rank_parts]
+        if not parts:
+            return {"val_loss": None, "val_acc": None, "val_class_acc": None, "val_map": None, "val_clips": 0}
+        probs, targets = torch.cat([p for p, _ in parts]), torch.cat([t for _, t in parts])
+        self.thresholds = choose_thresholds(probs, targets)
+        metrics = multilabel_metrics(probs, targets, self.thresholds, run.classes)
+        return {"val_loss": loss / targets.numel(), "val_acc": metrics["exact_set"], "val_class_acc": None,
+                "val_map": metrics["map"], "val_clips": len(targets)}
 
     def epoch_row(self, epoch: int, sums: dict) -> dict:
         """Validate, then the epoch's metrics over all ranks: logged, drawn, and kept in the history."""
@@ -282,7 +307,8 @@ class Trainer:
         seconds /= run.rank.world
         row = {
             "epoch": epoch + 1, "train_loss": loss / max(count, 1), "train_acc": correct / max(count, 1),
-            "val_loss": val["val_loss"], "val_acc": val["val_acc"], "val_class_acc": val["val_class_acc"], "lr": self.lr,
+            "val_loss": val["val_loss"], "val_acc": val["val_acc"], "val_class_acc": val["val_class_acc"],
+            "val_map": val["val_map"], "lr": self.lr,
             "seconds": seconds + time.perf_counter() - val_start, "clips_per_s": count / max(seconds, 1e-9),
             "data_wait": wait / max(seconds * run.rank.world, 1e-9), "train_clips": int(count), "val_clips": val["val_clips"],
         }
@@ -299,7 +325,7 @@ class Trainer:
         state, patience, monitor = self.run.state, self.run.cfg.patience, self._monitor()
         value = row[monitor]
         improved = value is not None and (state.best is None or
-                                          (value > state.best if monitor.endswith("acc") else value < state.best))
+                                          (value < state.best if monitor.endswith("loss") else value > state.best))
         if improved:
             state.best, self.stale = value, 0
             self.best_path = self.save("best.pt", epoch=row["epoch"], step=0)
@@ -325,6 +351,7 @@ class Trainer:
                 "epoch": epoch, "step": step, "best_metric": run.state.best, "history": run.state.history,
                 "partial": partial, "lr": self.lr, "epoch_steps": self.epoch_steps, "world": run.rank.world,
                 "precision": str(run.dtype or torch.float32).removeprefix("torch."),
+                "multi_label": run.multi_label, **({"thresholds": self.thresholds} if run.multi_label else {}),
             }, path)
         if name == "last.pt":
             self.agreement.saved()

@@ -14,8 +14,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from vidclf.errors import WriteError
 
-METRIC_COLUMNS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "val_class_acc", "lr", "seconds",
-                  "clips_per_s", "data_wait", "train_clips", "val_clips")
+METRIC_COLUMNS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "val_class_acc", "val_map", "lr",
+                  "seconds", "clips_per_s", "data_wait", "train_clips", "val_clips")
 
 
 def epoch_progress(console: Console, epoch: int, epochs: int, *, enabled: bool) -> Progress:
@@ -30,13 +30,16 @@ def epoch_progress(console: Console, epoch: int, epochs: int, *, enabled: bool) 
 class EpochLog:
     """One table row per epoch on stderr, and metrics.csv and curves.png beside the checkpoints.
 
-    `run_dir` is None on ranks other than the main one: they write nothing.
+    `run_dir` is None on ranks other than the main one: they write nothing. A multi-label run's
+    accuracies are shares of exactly right label sets, and its last column is mAP, not class accuracy.
     """
 
-    def __init__(self, console: Console, run_dir: Path | None):
+    def __init__(self, console: Console, run_dir: Path | None, *, multi_label: bool = False):
         self.console = console
         self.run_dir = run_dir
         self.header_shown = False
+        self.last = ("val_map", "  val mAP") if multi_label else ("val_class_acc", "class acc")
+        self.acc = ("train set", "val set") if multi_label else ("train acc", "val acc")
 
     def add(self, row: dict, history: list[dict]) -> None:
         self._print(row)
@@ -51,7 +54,8 @@ class EpochLog:
 
     def _print(self, row: dict) -> None:
         if not self.header_shown:
-            self.console.print("[bold]epoch  train loss  train acc  val loss  val acc  class acc       lr    time  clips/s  wait")
+            self.console.print(f"[bold]epoch  train loss  {self.acc[0]}  val loss  {self.acc[1]}  {self.last[1]}       lr"
+                               "    time  clips/s  wait")
             self.header_shown = True
 
         def num(v, fmt):
@@ -60,7 +64,7 @@ class EpochLog:
         self.console.print(
             f"{row['epoch']:>5}  {row['train_loss']:>10.4f}  {row['train_acc']:>9.3f}  "
             f"{num(row['val_loss'], '>8.4f'):>8}  {num(row['val_acc'], '>7.3f'):>7}  "
-            f"{num(row['val_class_acc'], '>9.3f'):>9}  {row['lr']:>7.1e}  "
+            f"{num(row[self.last[0]], '>9.3f'):>9}  {row['lr']:>7.1e}  "
             f"{row['seconds']:>5.1f}s  {row['clips_per_s']:>7.1f}  {row['data_wait']:>4.0%}"
         )
 

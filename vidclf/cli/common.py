@@ -106,3 +106,18 @@ def load_classifier(model: Optional[Path], device: str, quiet: bool):
         stderr.print(f"[yellow]warning[/] {escape(str(path))} was trained on frames from another decoder "
                      f"({escape(change)}); its accuracy on frames decoded here may differ", highlight=False)
     return clf, dev
+
+
+Threshold = Annotated[Optional[float], typer.Option(
+    min=0.0, max=1.0, help="Multi-label models: a label is present at this score or above, for every label. "
+                           "[default: each label's threshold, chosen on the validation split]")]
+
+
+def set_threshold(clf, threshold: Optional[float]) -> None:
+    """--threshold for every label of a multi-label model; refused for one that picks a single class."""
+    if threshold is None:
+        return
+    if not clf.multi_label:
+        raise typer.BadParameter(f"{clf.path} is a single-label model (it picks one class a video)",
+                                 param_hint="--threshold")
+    clf.thresholds = [threshold] * len(clf.classes)

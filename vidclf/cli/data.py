@@ -14,9 +14,10 @@ from vidclf.cli.common import (CacheDir, DecodeTimeout, Quiet, ReportFormat, Rep
 @app.command()
 def synth(
     folder: Annotated[Path, typer.Argument(help="Where to write <class>/<clip>.mp4.")] = Path("data"),
-    task: Annotated[str, typer.Option(help="motion (direction/rotation classes) or speed (1× vs fast).")] = "motion",
+    task: Annotated[str, typer.Option(help="motion (direction/rotation classes), speed (1× vs fast) or multi "
+                                           "(multi-label: two shapes, each moving or still; FOLDER/labels.csv).")] = "motion",
     classes: Annotated[Optional[int], typer.Option(help="Use only the first N classes of the task.")] = None,
-    clips_per_class: Annotated[int, typer.Option(help="Clips written per class.")] = 40,
+    clips_per_class: Annotated[int, typer.Option(help="Clips written per class (multi: per label set).")] = 40,
     frames: Annotated[int, typer.Option(help="Frames per clip.")] = 16,
     size: Annotated[int, typer.Option(help="Frame width and height in pixels.")] = 64,
     seed: Annotated[int, typer.Option(help="Same seed, same videos.")] = 0,
@@ -31,12 +32,13 @@ def synth(
         written = write_dataset(folder, task=task, classes=classes, clips_per_class=clips_per_class,
                                 frames=frames, size=size, seed=seed)
         if not quiet:
-            stderr.print(f"wrote {len(written)} clips to {folder}")
+            stderr.print(f"wrote {len(written)} clips to {folder}" +
+                         (f"; train with --data {folder / 'labels.csv'}" if task == "multi" else ""))
 
 
 @app.command()
 def check(
-    paths: Annotated[Optional[list[Path]], typer.Argument(help="Dataset folders or video files. [default: data]")] = None,
+    paths: Annotated[Optional[list[Path]], typer.Argument(help="Dataset folders, CSV manifests or video files. [default: data]")] = None,
     format: ReportOption = ReportFormat.table,
     deep: Annotated[bool, typer.Option(help="Decode every frame: also find files that end early or whose header lies.")] = False,
     workers: Workers = None,
@@ -44,9 +46,9 @@ def check(
     quiet: Quiet = False,
     verbose: Verbose = False,
 ) -> None:
-    """Scan videos: clips, duration and sizes per class, unreadable and (--deep) suspect files, and a dataset's
-    split problems (a class with no training clip; no validation clip, imbalance as warnings); exit 1 if any
-    file fails or a class cannot train."""
+    """Scan videos: clips, duration and sizes per class (a manifest's: per label, and labels per clip), unreadable
+    and (--deep) suspect files, and a dataset's split problems (a class or label with no training clip; no
+    validation clip, imbalance as warnings); exit 1 if any file fails or a class cannot train."""
     with errors(verbose):
         import json
 
@@ -73,7 +75,11 @@ def _print_check(report: dict) -> None:
 
     from vidclf.output import stderr, stdout
 
-    table = Table(title=f"{report['num_clips']} readable clips")
+    per_clip = report["labels_per_clip"]
+    several = any(n != 1 for n in per_clip)
+    title = f"{report['num_clips']} readable clips" + (
+        " (labels per clip: " + ", ".join(f"{n}: {clips}" for n, clips in per_clip.items()) + ")" if several else "")
+    table = Table(title=title)
     for name in ("class", "clips", "duration (s)", "smallest", "largest"):
         table.add_column(name, justify="left" if name == "class" else "right")
     for row in report["classes"]:

@@ -8,7 +8,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from vidclf.cli.common import Checkpoint, Device, Precision, Quiet, Verbose, app, errors, load_classifier
+from vidclf.cli.common import (Checkpoint, Device, Precision, Quiet, Threshold, Verbose, app, errors, load_classifier,
+                               set_threshold)
 
 CHECK_CLIPS = 3  # real clips the exported file is run on, against PyTorch
 
@@ -22,8 +23,8 @@ def export(
     quiet: Quiet = False,
     verbose: Verbose = False,
 ) -> None:
-    """Write the model and its preprocessing to one file; run it on real clips and fail if its logits
-    differ from PyTorch's by more than 1e-4."""
+    """Write the model and its preprocessing to one file; run it on real clips and fail if its logits (a
+    multi-label model's: probabilities, with its thresholds in the file) differ from PyTorch's by more than 1e-4."""
     with errors(verbose):
         import json
 
@@ -35,7 +36,7 @@ def export(
         report = export_model(clf, fmt=format, output=output, check_videos=videos)
         if not quiet:
             stderr.print(f"wrote {report['path']} ({report['bytes'] / 1e6:.1f} MB); on {report['clips']} clips at "
-                         f"batch sizes {report['batch_sizes']} its logits differ from PyTorch's by at most "
+                         f"batch sizes {report['batch_sizes']} its {report['output']} differ from PyTorch's by at most "
                          f"{report['max_abs_diff']:.1e}")
         print(json.dumps(report))
 
@@ -62,19 +63,22 @@ def stream(
     hop: Annotated[float, typer.Option(min=0.001, help="Seconds of video between records.")] = 1.0,
     top_k: Annotated[int, typer.Option(help="Labels listed per record.")] = 3,
     reconnect_tries: Annotated[int, typer.Option(min=1, help="Attempts to (re)open a live URL before giving up.")] = 3,
+    threshold: Threshold = None,
     device: Device = "auto",
     precision: Precision = "auto",
     quiet: Quiet = False,
     verbose: Verbose = False,
 ) -> None:
     """Classify a video as it plays: every --hop seconds one jsonl record (time, label, score, topk) for the
-    last clip span, flushed at once; Ctrl-C or the end of the stream stops it."""
+    last clip span, flushed at once (a multi-label model's also lists every label present); Ctrl-C or the end of
+    the stream stops it."""
     with errors(verbose):
         from vidclf.device import autocast_dtype
         from vidclf.output import emit
         from vidclf.stream import frames, stream_records
 
         clf, dev = load_classifier(model, device, quiet)
+        set_threshold(clf, threshold)
         source_frames = frames(source, clf.preprocess.size, reconnect_tries=reconnect_tries)
         records = stream_records(clf, source_frames, device=dev, hop_s=hop, top_k=top_k,
                                  dtype=autocast_dtype(dev, precision))

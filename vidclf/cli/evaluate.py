@@ -12,7 +12,7 @@ from typing import Annotated, Optional
 import typer
 
 from vidclf.cli.common import (Checkpoint, Clips, Crops, DecodeTimeout, Device, Precision, Quiet, ReportFormat, ReportOption,
-                               Verbose, Workers, app, errors, load_classifier, progress)
+                               Threshold, Verbose, Workers, app, errors, load_classifier, progress, set_threshold)
 
 
 @app.command()
@@ -24,6 +24,7 @@ def evaluate(
     top_k: Annotated[int, typer.Option(help="k of the top-k accuracy.")] = 5,
     clips: Clips = 3,
     crops: Crops = 1,
+    threshold: Threshold = None,
     format: ReportOption = ReportFormat.table,
     plot: Annotated[Optional[Path], typer.Option(help="Save the confusion matrix as an image (PNG, SVG or PDF).")] = None,
     report_dir: Annotated[Optional[Path], typer.Option(
@@ -43,7 +44,8 @@ def evaluate(
     quiet: Quiet = False,
     verbose: Verbose = False,
 ) -> None:
-    """Accuracy, top-k, per-class precision/recall/F1 and the confusion matrix of a trained model."""
+    """Accuracy, top-k, per-class precision/recall/F1 and the confusion matrix of a trained model; of a
+    multi-label model mAP, per-label AP and precision/recall/F1 at its thresholds, and exact label sets."""
     with errors(verbose):
         import json
 
@@ -66,10 +68,13 @@ def evaluate(
 
                 make_folder(report_dir)
             clf, dev = load_classifier(model, device, quiet or not rank.is_main)
+            set_threshold(clf, threshold)
+            if clf.multi_label and plot is not None:
+                raise typer.BadParameter("a multi-label model has no confusion matrix", param_hint="--plot")
             saved = checkpoint.load(clf.path)
             trained = saved.get("train_config", {})
             source = str(manifest) if manifest else data or trained.get("data", "data")
-            samples = _split(source, split, clf.classes, trained)
+            samples = _split(source, split, clf, trained)
             missing = missing_from_split(samples, clf.classes, source=source, split=split)
             if missing and not quiet and rank.is_main:
                 stderr.print(f"[yellow]warning[/] {escape(missing.message)}", highlight=False)
@@ -84,7 +89,7 @@ def evaluate(
                 from vidclf.report import Evaluated
 
                 evaluated = Evaluated(samples, source, split, (clips, crops))
-                training = _split(source, "train", clf.classes, trained) if neighbours else None
+                training = _split(source, "train", clf, trained) if neighbours else None
                 selection = _select(clf, evaluated, report.pop("probabilities"), gallery, training, workers,
                                     quiet=quiet or not rank.is_main, **run_on)
         finally:
@@ -98,6 +103,8 @@ def evaluate(
             save_confusion(report["confusion_matrix"], clf.classes, plot)
         if format is ReportFormat.json:
             print(json.dumps(report, ensure_ascii=False, indent=2))
+        elif clf.multi_label:
+            _print_multilabel(report)
         else:
             _print_report(report, clf.classes)
         if report_dir is not None:
@@ -108,11 +115,12 @@ def evaluate(
             raise typer.Exit(1)
 
 
-def _split(source: str, split: str, classes: list[str], trained: dict):
+def _split(source: str, split: str, clf, trained: dict):
     """The videos of `split`, split as the model's training run split them."""
     from vidclf.evaluate import split_samples
 
-    return split_samples(source, split, classes, val_split=trained.get("val_split", 0.2), seed=trained.get("seed", 0))
+    return split_samples(source, split, clf.classes, val_split=trained.get("val_split", 0.2), seed=trained.get("seed", 0),
+                         multi_label=clf.multi_label)
 
 
 def _select(clf, evaluated, probabilities, limit: int, training, workers: int | None, *, quiet: bool, **run_on):
@@ -161,5 +169,31 @@ def _print_report(report: dict, classes: list[str]) -> None:
     for c, row in zip(classes, report["confusion_matrix"]):
         confusion.add_row(c, *map(str, row))
     stdout.print(confusion)
+    for failure in report["failed"]:
+        stderr.print(f"[red]unreadable[/] {failure['error']}", highlight=False)
+
+
+def _print_multilabel(report: dict) -> None:
+    from rich.markup import escape
+    from rich.table import Table
+
+    from vidclf.output import stderr, stdout
+
+    views = f"{report['views']} view{'s' if report['views'] != 1 else ''}"
+    mean_ap = "-" if report["map"] is None else f"{report['map']:.4f}"
+    samples = report["samples"]
+    stdout.print(f"[bold]{report['num_clips']} clips[/]  mAP {mean_ap}  exact label sets {report['exact_set']:.4f} "
+                 f"({views})  centre clip {report['clip_exact_set']:.4f}  per clip: precision "
+                 f"{samples['precision']:.3f} recall {samples['recall']:.3f} F1 {samples['f1']:.3f}")
+    per_label = Table(title="per label (at its threshold)")
+    for col in ("label", "AP", "precision", "recall", "f1", "support", "threshold"):
+        per_label.add_column(col, justify="left" if col == "label" else "right")
+    for row in report["per_label"]:
+        per_label.add_row(row["label"], "-" if row["ap"] is None else f"{row['ap']:.3f}", f"{row['precision']:.3f}",
+                          f"{row['recall']:.3f}", f"{row['f1']:.3f}", str(row["support"]), f"{row['threshold']:.3f}")
+    stdout.print(per_label)
+    if report["map_left_out"]:
+        stderr.print(f"[yellow]warning[/] left out of mAP, with no positive clip in the split: "
+                     f"{escape(', '.join(report['map_left_out']))}", highlight=False)
     for failure in report["failed"]:
         stderr.print(f"[red]unreadable[/] {failure['error']}", highlight=False)

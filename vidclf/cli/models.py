@@ -133,4 +133,5 @@ def _summarise_checkpoint(path: Path) -> None:
     stdout.print(summary_table(summarize(clf.model, (pre.num_frames, in_channels(pre.input), pre.size, pre.size))))
     decoder = (f"training frames decoded by {describe(clf.decoder)}" if clf.decoder else
                "the decoder of its training frames is not recorded (an earlier vidclf wrote it)")
-    stdout.print(f"{path}: {len(clf.classes)} classes; {start.describe(clf.start)}; {decoder}", highlight=False)
+    kind = "labels (multi-label)" if clf.multi_label else "classes"
+    stdout.print(f"{path}: {len(clf.classes)} {kind}; {start.describe(clf.start)}; {decoder}", highlight=False)

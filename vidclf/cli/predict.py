@@ -11,10 +11,11 @@ from typing import Annotated, Iterator, Optional
 
 import typer
 
-from vidclf.cli.common import (Checkpoint, Clips, Crops, DecodeTimeout, Device, Format, Precision, Quiet, Verbose,
-                               app, errors, load_classifier, progress)
+from vidclf.cli.common import (Checkpoint, Clips, Crops, DecodeTimeout, Device, Format, Precision, Quiet, Threshold,
+                               Verbose, app, errors, load_classifier, progress, set_threshold)
 
 COLUMNS = ["path", "label", "score", "topk", "error"]
+MULTI_LABEL_COLUMNS = ["path", "labels", "label", "score", "topk", "error"]  # labels: every label present
 Inputs = Annotated[list[str], typer.Argument(help="Video files, folders (searched recursively), or - to read paths from stdin.")]
 Shard = Annotated[Optional[str], typer.Option(help="I/N: only every N-th input from the I-th, for array jobs.")]
 Output = Annotated[Optional[Path], typer.Option("--output", "-o", help="Append each record to this file as it completes (not stdout).")]
@@ -33,12 +34,13 @@ def predict(
     format: Annotated[Optional[Format], typer.Option("--format", "-f", help="[default: table on a terminal, jsonl in a pipe]")] = None,
     window: Annotated[Optional[float], typer.Option(help="Also label each window of this many seconds.")] = None,
     stride: Annotated[Optional[float], typer.Option(help="Seconds between window starts. [default: --window]")] = None,
-    clips: Clips = 3, crops: Crops = 1,
+    clips: Clips = 3, crops: Crops = 1, threshold: Threshold = None,
     shard: Shard = None, output: Output = None, resume: Resume = False, batch_size: BatchSize = 16,
     workers: Lanes = None, decode_timeout: DecodeTimeout = 60.0, device: Device = "auto",
     precision: Precision = "auto", quiet: Quiet = False, verbose: Verbose = False,
 ) -> None:
-    """Label videos: one record per video on stdout (or --output); exit code 1 if any could not be read."""
+    """Label videos: one record per video on stdout (or --output); exit code 1 if any could not be read.
+    A multi-label model's records also list every label present (labels), each at or above its threshold."""
     with errors(verbose):
         from vidclf.data.decoder import Decoder
         from vidclf.device import autocast_dtype
@@ -47,11 +49,12 @@ def predict(
 
         paths = _pending(inputs, shard, output, resume, quiet)
         clf, dev = load_classifier(model, device, quiet)
+        set_threshold(clf, threshold)
         records = predict_records(paths, clf, device=dev, dtype=autocast_dtype(dev, precision), batch_size=batch_size,
                                   workers=workers, top_k=top_k, decoder=Decoder(decode_timeout or None),
                                   window=window, stride=stride, views=(clips, crops))
         fmt = "jsonl" if output else (format.value if format else default_format())
-        _write(records, len(paths), fmt, output, resume, quiet)
+        _write(records, len(paths), fmt, output, resume, quiet, multi_label=clf.multi_label)
 
 
 @app.command()
@@ -99,8 +102,10 @@ def _pending(inputs: list[str], shard: Optional[str], output: Optional[Path], re
     return [p for p in paths if p not in done]
 
 
-def _write(records: Iterator[dict], total: int, fmt: str, output: Optional[Path], resume: bool, quiet: bool) -> None:
-    """Records to stdout or appended to --output as each completes; exit 1 if an input failed."""
+def _write(records: Iterator[dict], total: int, fmt: str, output: Optional[Path], resume: bool, quiet: bool, *,
+           multi_label: bool = False) -> None:
+    """Records to stdout or appended to --output as each completes; exit 1 if an input failed. A multi-label
+    model's table shows the labels present and its CSV writes them `;`-separated."""
     from vidclf.output import emit, stderr
     from vidclf.predict import save_npy
 
@@ -109,8 +114,11 @@ def _write(records: Iterator[dict], total: int, fmt: str, output: Optional[Path]
     if fmt == "npy":
         save_npy(counted, output)
     else:
+        if multi_label and fmt == "csv":
+            counted = ({**r, "labels": ";".join(x["label"] for x in r["labels"])} for r in counted)
         with open(output, "a" if resume else "w", encoding="utf-8") if output else contextlib.nullcontext() as file:
-            emit(counted, fmt, columns=COLUMNS, table_row=_table_row, file=file)
+            emit(counted, fmt, columns=MULTI_LABEL_COLUMNS if multi_label else COLUMNS,
+                 table_row=_multi_label_row if multi_label else _table_row, file=file)
     if failed:
         if not quiet:
             stderr.print(f"{len(failed)} of {total} videos could not be read")
@@ -132,3 +140,8 @@ def _table_row(r: dict) -> list[str]:
     topk = ", ".join(f"{t['label']} {t['score']:.2f}" for t in r["topk"])
     score = "" if r["score"] is None else f"{r['score']:.3f}"
     return [r["path"], r["label"] or "", score, topk, r["error"] or ""]
+
+
+def _multi_label_row(r: dict) -> list[str]:
+    labels = ", ".join(f"{x['label']} {x['score']:.2f}" for x in r["labels"])
+    return [r["path"], labels if r["error"] is None else "", *_table_row(r)[1:]]

@@ -14,11 +14,15 @@ from vidclf.cli.models import (Backbone, Bidirectional, Dropout, FreezeBackbone,
 MODEL_PARAMS = ("backbone", "pretrained", "freeze_backbone", "rnn", "hidden_size", "layers", "bidirectional",
                 "dropout", "hidden_channels", "kernel_sizes")
 RENAMED = {"frames": "num_frames"}  # option name → TrainConfig field, where they differ
+MONITOR_NAMES = {"mAP": "val_map", "map": "val_map"}  # --monitor as people write it → the metric's row key
 
 
 @app.command()
 def train(
-    data: Annotated[str, typer.Option(help="Dataset folder (class folders or train/val/test) or a CSV manifest.")] = "data",
+    data: Annotated[str, typer.Option(help="Dataset folder (class folders or train/val/test) or a CSV manifest "
+                                           "(path,labels[,split]; labels ;-separated make it multi-label).")] = "data",
+    multi_label: Annotated[bool, typer.Option("--multi-label", help="A sigmoid per label (any set of labels a clip, "
+                                              "thresholds per label) even when every clip has one label.")] = False,
     arch: Annotated[Optional[str], typer.Option(help="Architecture (see `vidclf models`). [default: cnn-lstm, or --init's]")] = None,
     backbone: Backbone = None, pretrained: Pretrained = None, freeze_backbone: FreezeBackbone = False,
     rnn: Rnn = None, hidden_size: HiddenSize = None, layers: Layers = None, bidirectional: Bidirectional = False,
@@ -42,7 +46,8 @@ def train(
     mix_alpha: Annotated[float, typer.Option(help="Mixing weights are drawn from Beta(α, α).")] = 0.2,
     val_split: Annotated[float, typer.Option(help="Fraction of each class held out when there is no val/ folder.")] = 0.2,
     patience: Annotated[Optional[int], typer.Option(help="Stop after N epochs without a better --monitor.")] = None,
-    monitor: Annotated[str, typer.Option(help="val_acc, val_class_acc (mean per-class accuracy) or val_loss: what the best checkpoint is best at.")] = "val_acc",
+    monitor: Annotated[str, typer.Option(help="val_acc, val_class_acc (mean per-class accuracy), mAP (multi-label) or val_loss: "
+                                              "what the best checkpoint is best at. Multi-label: val_acc is the share of exactly right label sets.")] = "val_acc",
     balance: Annotated[str, typer.Option(help="none, sampler (each epoch draws every class equally often) or weights "
                                               "(loss weights by inverse class frequency): for imbalanced classes.")] = "none",
     hflip: Annotated[bool, typer.Option(help="Random horizontal flips (they turn 'left' into 'right').")] = False,
@@ -126,6 +131,8 @@ def _new_config(options: dict, say):
 
     known = {f.name for f in fields(TrainConfig)}
     values = {RENAMED.get(k, k): v for k, v in options.items() if RENAMED.get(k, k) in known}
+    if values.get("monitor") in MONITOR_NAMES:
+        values["monitor"] = MONITOR_NAMES[values["monitor"]]
     shape = resolve(arch=options["arch"], model=model_options(*(options[k] for k in MODEL_PARAMS)),
                     init=None if options["init"] is None else str(options["init"]), num_frames=options["frames"],
                     size=options["size"], input=options["input"], say=say if distributed.launched_as_main() else _quiet)

@@ -1,6 +1,7 @@
 """The data path: from video files to batches of uint8 clips.
 
 - `files.py`     find labelled videos (class folders, train/val/test folders, a CSV manifest), split them
+- `labels.py`    multi-label sets: a manifest cell read into labels, their split, multi-hot targets
 - `sampling.py`  which frames a clip takes (index arithmetic only); `views.py` multi-view clips
 - `video.py`     decoding with OpenCV (the only module that opens a video); `diagnose.py` why one will not open
 - `decoder.py`   the watchdog: decoding in a child process, abandoned when a video stalls; `shared.py` the

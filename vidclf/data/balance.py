@@ -1,4 +1,5 @@
-"""Training on imbalanced classes: class-balanced epochs, or loss weights by inverse class frequency.
+"""Training on imbalanced classes: class-balanced epochs, or loss weights by inverse class frequency
+(multi-label: positive weights by each label's negatives over its positives).
 
 Both make every class count equally in training, where plain epochs let the classes with most clips
 set the model (and the accuracy hide a class it never predicts). Balanced epochs keep the epoch's
@@ -41,3 +42,12 @@ def class_weights(labels: Sequence[int], num_classes: int) -> list[float]:
     (it has nothing to weigh; the split check reports it)."""
     counts = Counter(labels)
     return [len(labels) / (len(counts) * counts[c]) if counts[c] else 0.0 for c in range(num_classes)]
+
+
+def positive_weights(label_sets: Sequence[tuple[int, ...]], num_labels: int) -> list[float]:
+    """Multi-label loss weights: each label's positive term weighed by its negatives over its positives,
+    so that a rare label's few positives count as much as its many negatives (BCE's `pos_weight`). A
+    label with no positive gets 1 (the split check reports it)."""
+    positives = Counter(label for labels in label_sets for label in labels)
+    n = len(label_sets)
+    return [(n - positives[i]) / positives[i] if positives[i] else 1.0 for i in range(num_labels)]

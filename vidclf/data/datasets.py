@@ -38,7 +38,7 @@ class Failure(NamedTuple):
 class Clip(NamedTuple):
     frames: np.ndarray  # uint8 (L, H, W, 3), or (V, L, H, W, 3) for V views (multi-view testing)
     length: int
-    label: int
+    label: int | tuple[int, ...]  # the class, or a multi-label sample's 0/1 row (labels.with_targets)
     index: int  # the sample served: a replacement's own position when the asked-for video failed
     failures: tuple[Failure, ...] = ()  # videos tried for this key that could not be read
     warning: str | None = None  # e.g. the decode cache turned itself off in this worker
@@ -47,7 +47,7 @@ class Clip(NamedTuple):
 class Batch(NamedTuple):
     clips: torch.Tensor  # uint8 (B, T, H, W, 3) channels last, as decoded; zero after each clip's length
     lengths: torch.Tensor  # int64 (B,)
-    labels: torch.Tensor  # int64 (B,)
+    labels: torch.Tensor  # int64 (B,), or multi-label 0/1 rows (B, labels)
     indices: torch.Tensor  # int64 (B,): positions in the dataset
     failures: list[Failure]  # videos of this batch that could not be read
     warnings: list[str] = []

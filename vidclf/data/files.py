@@ -1,5 +1,8 @@
 """Finding labelled videos on disk: class folders, train/val/test folders or a CSV manifest, and the
 seeded, stratified split of what has no val/ folder. Nothing here decodes a video.
+
+A manifest's label cells may hold several `;`-separated labels (or none): a multi-label dataset,
+whose samples' labels are tuples (`labels.py`).
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, NamedTuple, Sequence
 
+from vidclf.data.labels import label_set, multilabel_split, parse_cell
 from vidclf.errors import DatasetError
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv", ".3gp", ".ts")
@@ -18,7 +22,7 @@ SPLIT_NAMES = ("train", "val", "test")
 
 class Sample(NamedTuple):
     path: str
-    label: int
+    label: int | tuple[int, ...]  # the class; in a multi-label dataset the sorted labels present, maybe none
 
 
 @dataclass
@@ -28,6 +32,7 @@ class Splits:
     val: list[Sample] = field(default_factory=list)
     test: list[Sample] = field(default_factory=list)
     layout: str = "classes"  # classes (ROOT/<class>), splits (ROOT/train|val|test/<class>) or manifest (a CSV)
+    multi_label: bool = False  # labels are tuples: any manifest cell held several, or it was asked for
 
 
 def is_video(path: Path) -> bool:
@@ -75,42 +80,64 @@ def stratified_split(samples: list[Sample], fraction: float, seed: int) -> tuple
     return sorted(train), sorted(val)
 
 
-def _read_manifest(path: Path) -> tuple[list[tuple[str, str, str | None]], bool]:
+Row = tuple[str, tuple[str, ...], "str | None"]  # video path, its labels, its split
+
+
+def read_manifest(path: Path) -> tuple[list[Row], bool]:
+    """The rows of a CSV manifest `path,labels[,split]` (or `label`, as before multi-label), paths made
+    relative to the CSV, and whether it has a split column."""
     with path.open(newline="", encoding="utf-8") as f:
         reader = csv.DictReader(f)
-        if not reader.fieldnames or not {"path", "label"} <= set(reader.fieldnames):
-            raise DatasetError(f"{path}: a manifest needs a header with columns path,label[,split]")
+        columns = set(reader.fieldnames or ())
+        if "path" not in columns or not columns & {"label", "labels"}:
+            raise DatasetError(f"{path}: a manifest needs a header with columns path,labels[,split] "
+                               "(or path,label[,split])")
+        if {"label", "labels"} <= columns:
+            raise DatasetError(f"{path}: give a label or a labels column, not both")
+        column = "labels" if "labels" in columns else "label"
         rows = []
         for line, row in enumerate(reader, start=2):
-            if not row["path"] or not row["label"]:
-                raise DatasetError(f"{path}:{line}: empty path or label")
+            if not row["path"]:
+                raise DatasetError(f"{path}:{line}: empty path")
+            labels = parse_cell(row[column], where=f"{path}:{line}")
             video = Path(row["path"])
             video = video if video.is_absolute() else path.parent / video
-            rows.append((str(video), row["label"], row.get("split") or None))
-    return rows, "split" in reader.fieldnames
+            rows.append((str(video), labels, row.get("split") or None))
+    return rows, "split" in columns
 
 
-def scan(root: str | Path, *, val_split: float = 0.2, seed: int = 0) -> Splits:
+def _manifest_splits(root: Path, *, val_split: float, seed: int, multi_label: bool) -> Splits:
+    rows, has_split = read_manifest(root)
+    multi_label = multi_label or any(len(labels) > 1 for _, labels, _ in rows)
+    if not multi_label and (line := next((i for i, (_, labels, _) in enumerate(rows, 2) if not labels), None)):
+        raise DatasetError(f"{root}:{line}: no label (an empty cell is a clip with no label only in a multi-label "
+                           "manifest: train with --multi-label)")
+    classes = sorted({label for _, labels, _ in rows for label in labels})
+    splits = Splits(classes, layout="manifest", multi_label=multi_label)
+    samples = [Sample(video, tuple(sorted(classes.index(x) for x in labels)) if multi_label else classes.index(labels[0]))
+               for video, labels, _ in rows]
+    if has_split:
+        for sample, (_, _, split) in zip(samples, rows):
+            if split not in SPLIT_NAMES:
+                raise DatasetError(f"{root}: split should be one of {', '.join(SPLIT_NAMES)}, got {split!r}")
+            getattr(splits, split).append(sample)
+    else:
+        split = multilabel_split if multi_label else stratified_split
+        splits.train, splits.val = split(samples, val_split, seed)
+    return splits
+
+
+def scan(root: str | Path, *, val_split: float = 0.2, seed: int = 0, multi_label: bool = False) -> Splits:
     """Read any of the three layouts into train/val/test lists; classes are sorted names.
 
     - ROOT/<class>/*.mp4: `val_split` of each class becomes validation (stratified, seeded);
     - ROOT/train|val|test/<class>/…: the folders decide (val taken from train when there is no val/);
-    - a CSV manifest `path,label[,split]`, paths relative to the CSV.
+    - a CSV manifest `path,labels[,split]`, paths relative to the CSV: multi-label when a cell holds
+      several labels. `multi_label` makes any layout's samples label tuples (one label a clip).
     """
     root = Path(root)
     if root.is_file() and root.suffix.lower() == ".csv":
-        rows, has_split = _read_manifest(root)
-        classes = sorted({label for _, label, _ in rows})
-        splits = Splits(classes, layout="manifest")
-        if has_split:
-            for video, label, split in rows:
-                if split not in SPLIT_NAMES:
-                    raise DatasetError(f"{root}: split should be one of {', '.join(SPLIT_NAMES)}, got {split!r}")
-                getattr(splits, split).append(Sample(video, classes.index(label)))
-        else:
-            samples = [Sample(v, classes.index(label)) for v, label, _ in rows]
-            splits.train, splits.val = stratified_split(samples, val_split, seed)
-        return splits
+        return _manifest_splits(root, val_split=val_split, seed=seed, multi_label=multi_label)
     if not root.is_dir():
         raise DatasetError(f"{root}: no such dataset folder or manifest (create one with `vidclf synth {root}`)")
     if (root / "train").is_dir():
@@ -126,6 +153,10 @@ def scan(root: str | Path, *, val_split: float = 0.2, seed: int = 0) -> Splits:
         splits.train, splits.val = stratified_split(samples, val_split, seed)
     if not classes or not (splits.train or splits.val or splits.test):
         raise DatasetError(f"{root}: no videos found (expected {root}/<class>/<video> folders)")
+    if multi_label:
+        for name in SPLIT_NAMES:
+            setattr(splits, name, [s._replace(label=label_set(s.label)) for s in getattr(splits, name)])
+        splits.multi_label = True
     return splits
 
 

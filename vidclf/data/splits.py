@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Callable, NamedTuple, Sequence
 
 from vidclf.data.files import Sample, Splits
+from vidclf.data.labels import label_set
 from vidclf.errors import DatasetError
 
 IMBALANCE_RATIO = 10
@@ -34,7 +35,8 @@ class Finding(NamedTuple):
 
 def check_splits(splits: Splits, source: str | Path) -> list[Finding]:
     """Classes with no training clip (error), with no validation clip (warning, only when there is a
-    validation split at all) and a largest/smallest training class ratio of IMBALANCE_RATIO or more."""
+    validation split at all) and a largest/smallest training class ratio of IMBALANCE_RATIO or more.
+    In a multi-label dataset a clip counts for each of its labels: the same findings, per label."""
     root, classes = Path(source), splits.classes
     train = _counts(splits.train, len(classes))
     findings = []
@@ -51,9 +53,10 @@ def check_splits(splits: Splits, source: str | Path) -> list[Finding]:
     sizes = sorted((n, c) for n, c in zip(train, classes) if n)
     if len(sizes) >= 2 and sizes[-1][0] >= IMBALANCE_RATIO * sizes[0][0]:
         (least, small), (most, large) = sizes[0], sizes[-1]
+        remedy = ("--balance weights weighs each label's positives by its negatives" if splits.multi_label else
+                  "--balance sampler draws every class equally often")
         findings.append(Finding("warning", f"{source}: imbalanced classes: {large} has {most} training clips, "
-                                           f"{small} {least} ({most / least:.0f}×); --balance sampler draws "
-                                           "every class equally often"))
+                                           f"{small} {least} ({most / least:.0f}×); {remedy}"))
     return findings
 
 
@@ -68,7 +71,7 @@ def raise_or_warn(findings: Sequence[Finding], warn: Callable[[str], None]) -> N
 
 def without_clips(samples: Sequence[Sample], classes: Sequence[str]) -> list[str]:
     """The classes that no sample is labelled with."""
-    present = {s.label for s in samples}
+    present = {label for s in samples for label in label_set(s.label)}
     return [c for i, c in enumerate(classes) if i not in present]
 
 
@@ -85,7 +88,8 @@ def missing_from_split(samples: Sequence[Sample], classes: Sequence[str], *, sou
 def _counts(samples: Sequence[Sample], n: int) -> list[int]:
     counts = [0] * n
     for s in samples:
-        counts[s.label] += 1
+        for label in label_set(s.label):
+            counts[label] += 1
     return counts
 
 

@@ -23,7 +23,8 @@ from vidclf.checkpoint import Classifier
 from vidclf.data.decoder import Decoder
 from vidclf.data.files import Sample
 from vidclf.errors import WriteError
-from vidclf.report.gallery import Neighbour, Pick, clips_seen, nearest_training, pick
+from vidclf.data.labels import multi_hot
+from vidclf.report.gallery import Neighbour, Pick, clips_seen, nearest_training, pick, pick_mistakes
 from vidclf.report.page import Card, Gallery, render
 
 TOP_K_SHOWN = 3
@@ -36,8 +37,8 @@ class Selection:
     """What the galleries show, decided on every rank from the whole evaluation."""
 
     probabilities: torch.Tensor  # float (N, classes): row i the dataset's video i, NaN if unreadable
-    errors: Pick
-    unsure: Pick  # correct videos, least confident first
+    errors: Pick  # multi-label: the false positives
+    unsure: Pick  # correct videos, least confident first; multi-label: the false negatives
     neighbours: dict[str, list[Neighbour]]  # path → nearest training videos, with --neighbours
 
 
@@ -57,8 +58,12 @@ def select(clf: Classifier, evaluated: Evaluated, probabilities: torch.Tensor, *
            progress: Callable[[int], None] | None = None) -> Selection:
     """The errors and unsure videos to show (`limit` of each), and with `training` their nearest
     training videos. Call it on every rank: under torchrun the embedding is shared out."""
-    labels = torch.tensor([s.label for s in evaluated.samples], dtype=torch.long)
-    errors, unsure = pick(probabilities, labels, limit=limit)
+    if clf.multi_label:
+        targets = torch.tensor([multi_hot(s.label, len(clf.classes)) for s in evaluated.samples]).view(-1, len(clf.classes))
+        errors, unsure = pick_mistakes(probabilities, targets, clf.thresholds, limit=limit)
+    else:
+        labels = torch.tensor([s.label for s in evaluated.samples], dtype=torch.long)
+        errors, unsure = pick(probabilities, labels, limit=limit)
     near = {}
     if training is not None:
         queries = [evaluated.samples[i].path for i in errors.shown + unsure.shown]
@@ -93,27 +98,39 @@ def _write(folder: Path, selection: Selection, *, clf: Classifier, checkpoint: d
     from vidclf.plots import save_confusion
 
     make_folder(folder)
-    images = {"confusion": save_confusion(evaluation["confusion_matrix"], clf.classes,
-                                          folder / "confusion.png").name}
+    images = {} if clf.multi_label else {
+        "confusion": save_confusion(evaluation["confusion_matrix"], clf.classes, folder / "confusion.png").name}
     images |= _training_curves(clf.path.parent, checkpoint, folder)
     cards = _cards(folder, selection, clf=clf, evaluated=evaluated, animate=animate, decoder=decoder,
                    batch_size=batch_size, workers=workers)
-    errors, unsure = selection.errors, selection.unsure
+    (first, first_title, first_note), (second, second_title, second_note) = _gallery_kinds(clf.multi_label)
     galleries = [
-        Gallery("errors", "Errors", "Misclassified videos, the most confident mistakes first: a confident mistake "
-                "is often a mislabelled or unusual clip.", [cards[i] for i in errors.shown], errors.total),
-        Gallery("unsure", "Least confident correct", "Correct videos the model was least sure of: the next to "
-                "fail.", [cards[i] for i in unsure.shown], unsure.total),
+        Gallery(first, first_title, first_note, [cards[i] for i in selection.errors.shown], selection.errors.total),
+        Gallery(second, second_title, second_note, [cards[i] for i in selection.unsure.shown], selection.unsure.total),
     ]
+    per_class = ([{**row, "class": row["label"]} for row in evaluation["per_label"]] if clf.multi_label
+                 else evaluation["per_class"])
     page = render(title=f"vidclf evaluation: {clf.path.parent.name}/{clf.path.name} on {evaluated.split}",
                   settings=_settings(clf, checkpoint, evaluated), metrics=_metrics(evaluation),
-                  failed=evaluation["failed"], images=images, per_class=evaluation["per_class"],
-                  confusion=evaluation["confusion_matrix"], classes=clf.classes, galleries=galleries)
+                  failed=evaluation["failed"], images=images, per_class=per_class,
+                  confusion=evaluation.get("confusion_matrix"), classes=clf.classes, galleries=galleries)
     index = folder / "index.html"
     tmp = folder / f".index.html.{os.getpid()}.tmp"
     tmp.write_text(page, encoding="utf-8")
     os.replace(tmp, index)
     return index
+
+
+def _gallery_kinds(multi_label: bool) -> list[tuple[str, str, str]]:
+    """(anchor, title, note) of the two galleries."""
+    if multi_label:
+        return [("false-positives", "False positives", "Videos given a label they do not have, the highest such "
+                 "score first: a confident one is often a missing label in the data."),
+                ("false-negatives", "False negatives", "Videos denied a label they have, the lowest such score "
+                 "first: a label the model does not see in them.")]
+    return [("errors", "Errors", "Misclassified videos, the most confident mistakes first: a confident mistake "
+             "is often a mislabelled or unusual clip."),
+            ("unsure", "Least confident correct", "Correct videos the model was least sure of: the next to fail.")]
 
 
 def _view_names(views: tuple[int, int]) -> list[str]:
@@ -139,11 +156,15 @@ def _cards(folder: Path, selection: Selection, *, clf: Classifier, evaluated: Ev
                                   views=evaluated.views, decoder=decoder, batch_size=batch_size, workers=workers):
         path, label = samples[index]
         probs = selection.probabilities[index]
-        scores, top = probs.topk(min(TOP_K_SHOWN, len(classes)))
-        card = Card(path, classes[label], float(probs[label]),
-                    [(classes[i], float(s)) for s, i in zip(scores, top.tolist())],
-                    frame_size=shown_px, neighbours=[(n.path, classes[n.label], n.similarity)
-                                                     for n in selection.neighbours.get(path, [])])
+        scores, top = probs.topk(len(classes) if clf.multi_label else min(TOP_K_SHOWN, len(classes)))
+        topk = [(classes[i], float(s)) for s, i in zip(scores, top.tolist())]
+        neighbours = [(n.path, _names(n.label, classes), n.similarity) for n in selection.neighbours.get(path, [])]
+        if clf.multi_label:
+            predicted = [c for (c, p), t in zip(zip(classes, probs.tolist()), clf.thresholds) if p >= t]
+            card = Card(path, _names(label, classes), 0.0, topk, frame_size=shown_px, neighbours=neighbours,
+                        labels=([classes[i] for i in label], predicted))
+        else:
+            card = Card(path, classes[label], float(probs[label]), topk, frame_size=shown_px, neighbours=neighbours)
         if isinstance(seen, str):
             card.error = seen
         else:
@@ -157,6 +178,11 @@ def _cards(folder: Path, selection: Selection, *, clf: Classifier, evaluated: Ev
                                                 frame_ms=ms).relative_to(folder).as_posix()
         cards[index] = card
     return cards
+
+
+def _names(label: int | tuple[int, ...], classes: list[str]) -> str:
+    """A sample's class, or its labels (`;`-separated, as in a manifest)."""
+    return ";".join(classes[i] for i in label) if isinstance(label, tuple) else classes[label]
 
 
 def _frame_ms(path: str, stride: int, decoder: Decoder | None) -> int:
@@ -205,6 +231,15 @@ def _settings(clf: Classifier, checkpoint: dict, evaluated: Evaluated) -> list[t
 
 
 def _metrics(evaluation: dict) -> list[tuple[str, str]]:
+    if evaluation.get("multi_label"):
+        return [
+            ("mAP", "-" if evaluation["map"] is None else f"{evaluation['map']:.3f}"),
+            ("exact label sets", f"{evaluation['exact_set']:.3f}"),
+            ("centre clip exact sets", f"{evaluation['clip_exact_set']:.3f}"),
+            ("F1 per video", f"{evaluation['samples']['f1']:.3f}"),
+            ("videos scored", f"{evaluation['num_clips']}"),
+            ("unreadable", f"{len(evaluation['failed'])}"),
+        ]
     (k, top_k), = evaluation["top_k_accuracy"].items()
     return [
         ("accuracy", f"{evaluation['accuracy']:.3f}"),

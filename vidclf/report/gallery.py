@@ -1,5 +1,6 @@
 """Which videos a report shows, and what of them: the errors most confident first, the correct videos
-least confident first, the clips the model saw of each, and each one's nearest training videos.
+least confident first (a multi-label model's false positives and false negatives, most confident
+first), the clips the model saw of each, and each one's nearest training videos.
 """
 
 from __future__ import annotations
@@ -41,6 +42,25 @@ def pick(probabilities: torch.Tensor, labels: torch.Tensor, *, limit: int) -> tu
     errors = wrong[torch.argsort(-confidence[wrong], stable=True)]
     unsure = right[torch.argsort(confidence[right], stable=True)]
     return Pick(errors[:limit].tolist(), len(errors)), Pick(unsure[:limit].tolist(), len(unsure))
+
+
+def pick_mistakes(probabilities: torch.Tensor, targets: torch.Tensor, thresholds: list[float], *,
+                  limit: int) -> tuple[Pick, Pick]:
+    """A multi-label model's (false positives, false negatives): the videos given a label they do not
+    have, the highest such score first, and the videos denied a label they have, the lowest such
+    score first: the most confident mistakes of each kind, `limit` of each. NaN rows are in neither."""
+    scored = ~probabilities.isnan().any(dim=1)
+    probs = probabilities.nan_to_num(0.5)
+    above = probs >= torch.tensor(thresholds, dtype=probs.dtype)
+    truth = targets.bool()
+    worst_false = torch.where(above & ~truth, probs, torch.full_like(probs, -1.0)).max(dim=1).values  # -1: none
+    worst_missed = torch.where(~above & truth, probs, torch.full_like(probs, 2.0)).min(dim=1).values  # 2: none
+    index = torch.arange(len(probs))
+    false_pos = index[scored & (worst_false >= 0)]
+    false_neg = index[scored & (worst_missed <= 1)]
+    false_pos = false_pos[torch.argsort(-worst_false[false_pos], stable=True)]
+    false_neg = false_neg[torch.argsort(worst_missed[false_neg], stable=True)]
+    return Pick(false_pos[:limit].tolist(), len(false_pos)), Pick(false_neg[:limit].tolist(), len(false_neg))
 
 
 def clips_seen(clf: Classifier, samples: list[Sample], indices: list[int], *, views: tuple[int, int],

@@ -25,6 +25,7 @@ class Card:
     animation: str | None = None  # image path inside the report
     neighbours: list[tuple[str, str, float]] = field(default_factory=list)  # (path, class, cosine similarity)
     error: str | None = None  # why its frames could not be shown
+    labels: tuple[list[str], list[str]] | None = None  # multi-label: (true labels, labels predicted)
 
 
 @dataclass
@@ -37,16 +38,17 @@ class Gallery:
 
 
 def render(*, title: str, settings: list[tuple[str, str]], metrics: list[tuple[str, str]],
-           failed: list[dict], images: dict[str, str], per_class: list[dict], confusion: list[list[int]],
+           failed: list[dict], images: dict[str, str], per_class: list[dict], confusion: list[list[int]] | None,
            classes: list[str], galleries: list[Gallery]) -> str:
-    """The whole page. `images` maps confusion, and curves and metrics_csv if any, to paths inside the report."""
+    """The whole page. `images` maps confusion, and curves and metrics_csv if any, to paths inside the report
+    (a multi-label model has no confusion matrix: None, and no image)."""
     nav = [("summary", "summary"), ("classes", "classes")] + [(g.anchor, g.title.lower()) for g in galleries]
     nav += [("training", "training")] if "curves" in images else []
     body = [
         f"<header><h1>{escape(title)}</h1><nav>"
         + "".join(f'<a href="#{a}">{escape(t)}</a>' for a, t in nav) + "</nav></header><main>",
         _summary(settings, metrics, failed),
-        _classes(per_class, confusion, classes, images["confusion"]),
+        _classes(per_class, confusion, classes, images.get("confusion")),
         *(_gallery(g) for g in galleries),
         _training(images) if "curves" in images else "",
         "</main>",
@@ -69,18 +71,20 @@ def _summary(settings: list[tuple[str, str]], metrics: list[tuple[str, str]], fa
             f'<details><summary>checkpoint and settings</summary><dl class="settings">{rows}</dl></details></section>')
 
 
-def _classes(per_class: list[dict], confusion: list[list[int]], classes: list[str], image: str) -> str:
-    """The per-class table (sortable) beside the confusion matrix."""
-    head = "".join(f"<th>{c}</th>" for c in ("class", "precision", "recall", "F1", "videos", "most often taken for"))
+def _classes(per_class: list[dict], confusion: list[list[int]] | None, classes: list[str], image: str | None) -> str:
+    """The per-class table (sortable) beside the confusion matrix, when there is one."""
+    columns = ("class", "precision", "recall", "F1", "videos") + (("most often taken for",) if confusion else ())
+    head = "".join(f"<th>{c}</th>" for c in columns)
     rows = []
     for i, row in enumerate(per_class):
+        confused = f"<td>{_confused_with(confusion[i], i, classes)}</td>" if confusion else ""
         rows.append(f"<tr><td>{escape(row['class'])}</td>"
                     + "".join(f'<td data-value="{row[m]:.6f}">{row[m]:.3f}</td>' for m in ("precision", "recall", "f1"))
-                    + f"<td>{row['support']}</td><td>{_confused_with(confusion[i], i, classes)}</td></tr>")
+                    + f"<td>{row['support']}</td>{confused}</tr>")
     table = (f'<div class="scroll"><table class="sortable"><thead><tr>{head}</tr></thead>'
              f'<tbody>{"".join(rows)}</tbody></table><p class="note">Click a column to sort by it.</p></div>')
     figure = (f'<figure><a href="{escape(image)}"><img src="{escape(image)}" alt="confusion matrix, rows: the true '
-              f'classes"></a></figure>')
+              f'classes"></a></figure>') if image else ""
     return f'<section id="classes"><h2>Classes</h2><div class="side">{table}{figure}</div></section>'
 
 
@@ -113,8 +117,16 @@ def _card(card: Card, number: int) -> str:
     a view a row across the page's whole width (16 frames need it)."""
     predicted, score = card.topk[0] if card.topk else ("", 0.0)
     verdict = "right" if predicted == card.truth else "wrong"
+    truths = {card.truth}
+    line = (f'true class <b>{escape(card.truth)}</b> {card.truth_score:.3f} · predicted <b class="{verdict}">'
+            f'{escape(predicted)}</b> {score:.3f}')
+    if card.labels is not None:  # multi-label: the sets
+        (true, shown), truths = card.labels, set(card.labels[0])
+        verdict = "right" if set(shown) == truths else "wrong"
+        line = (f'true labels <b>{escape(", ".join(true) or "none")}</b> · predicted <b class="{verdict}">'
+                f'{escape(", ".join(shown) or "none")}</b>')
     bars = "".join(
-        f'<li class="{"truth" if label == card.truth else ""}"><span class="label">{escape(label)}</span>'
+        f'<li class="{"truth" if label in truths else ""}"><span class="label">{escape(label)}</span>'
         f'<span class="bar"><i style="width:{100 * p:.1f}%"></i></span><span class="score">{p:.3f}</span></li>'
         for label, p in card.topk)
     animation = (f'<img class="animation" src="{escape(card.animation)}" width="{card.frame_size}" '
@@ -132,8 +144,7 @@ def _card(card: Card, number: int) -> str:
             f'<b>{escape(label)}</b> {similarity:.3f}' for p, label, similarity in card.neighbours) + "</div>")
     return (f'<article class="video" data-path="{escape(card.path)}"><div class="head"><span class="n">{number}</span>'
             f'<a href="{escape(_file_url(card.path))}" title="{escape(card.path)}">{escape(card.path)}</a></div>'
-            f'<div class="body"><div class="verdict"><div><div class="truth-line">true class <b>{escape(card.truth)}'
-            f'</b> {card.truth_score:.3f} · predicted <b class="{verdict}">{escape(predicted)}</b> {score:.3f}</div>'
+            f'<div class="body"><div class="verdict"><div><div class="truth-line">{line}</div>'
             f'<ol class="topk">{bars}</ol></div>{animation}</div>{seen}{near}</div></article>')
 
 
