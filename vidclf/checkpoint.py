@@ -101,6 +101,7 @@ class Classifier:
     path: Path
     decoder: dict[str, str] | None = None  # the decoder build that read its training frames; None: not recorded
     start: dict | None = None  # where its weights started (start.record); None: not recorded
+    online: bool = False  # trained for streams (train --online): it reads them one step a frame
 
 
 def load_classifier(path: str | Path, *, device: torch.device) -> Classifier:
@@ -116,7 +117,9 @@ def load_classifier(path: str | Path, *, device: torch.device) -> Classifier:
         pre = Preprocess(**{k: tuple(v) if isinstance(v, list) else v for k, v in ckpt["preprocess"].items()})
     except (KeyError, TypeError, ValueError, RuntimeError) as err:
         raise CheckpointError(f"{path}: the checkpoint does not match this vidclf version ({err})") from None
-    return Classifier(model.to(device).eval(), list(ckpt["classes"]), pre, Path(path), ckpt.get("decoder"), ckpt.get("start"))
+    online = bool(ckpt.get("train_config", {}).get("online", False))
+    return Classifier(model.to(device).eval(), list(ckpt["classes"]), pre, Path(path), ckpt.get("decoder"), ckpt.get("start"),
+                      online)
 
 
 def newest_best(root: str | Path) -> Path:

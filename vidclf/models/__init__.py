@@ -46,6 +46,12 @@ def lengths_or_full(x: torch.Tensor, lengths: torch.Tensor | None) -> torch.Tens
     return torch.full((x.shape[0],), x.shape[1], dtype=torch.long, device=x.device)
 
 
+def can_step(model: nn.Module) -> bool:
+    """Whether `model` reads a stream one frame at a time, its state carried (`initial_state`,
+    `forward_steps`): the recurrent models that read forwards; not the 3D networks, which see whole clips."""
+    return getattr(model, "stepwise", False)
+
+
 def build_model(name: str, num_classes: int, **config) -> nn.Module:
     """Build architecture `name`; options set to None keep their defaults (handy for CLI options)."""
     config_class, builder = _lookup(name)
