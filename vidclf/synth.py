@@ -10,6 +10,10 @@ Two tasks:
   1 px/frame (``"normal"``) or 3.5 times that (``"fast"``), with sensor noise and flicker; neither
   one frame nor how much of the image changes tells the class, only the motion itself.
 
+- ``"stream"``: for recurrent models on live streams (``train --online``): clips of the motion
+  classes for training, and long videos (`write_streams`) in which one scene's motion changes every
+  2–5 s, each with its label for every frame.
+
 Rendering is numpy plus OpenCV's ``warpAffine`` (with ``BORDER_WRAP``) and takes well under a
 millisecond per frame at 64x64.
 """
@@ -23,7 +27,8 @@ import numpy as np
 
 CLASSES: tuple[str, ...] = ("down", "left", "right", "rotate_ccw", "rotate_cw", "up")
 SPEED_CLASSES: tuple[str, ...] = ("fast", "normal")
-TASKS: dict[str, tuple[str, ...]] = {"motion": CLASSES, "speed": SPEED_CLASSES}
+TASKS: dict[str, tuple[str, ...]] = {"motion": CLASSES, "speed": SPEED_CLASSES, "stream": CLASSES}
+STREAM_SEGMENT_S = (2.0, 5.0)  # in a long stream the motion changes after a random 2–5 s
 SPEED_FACTOR = 3.5  # how many times faster "fast" clips move than "normal" ones
 
 # Unit direction (dx, dy) in image coordinates (y grows downwards) of each translation class.
@@ -98,8 +103,15 @@ def _warp(layer: np.ndarray, angle_deg: float, dx: float, dy: float, size: int) 
 
 
 def _render_motion(name: str, frames: int, size: int, rng: np.random.Generator) -> np.ndarray:
+    return _render_moves([name] * frames, size, rng)
+
+
+def _render_moves(names: list[str], size: int, rng: np.random.Generator) -> np.ndarray:
+    """One scene whose shape makes move names[t] between frames t and t + 1: a clip of one class, or
+    a stream whose motion changes while the scene stays (the same shape, background, speed and spin)."""
     # A dark, gently textured background and a bright shape: learnable in a few hundred steps
     # (bright-on-bright or busy backgrounds took many times longer to learn from scratch).
+    frames = len(names)
     background = _texture(rng, size, rng.uniform(10, 100, size=3).astype(np.float32), cells=int(rng.integers(3, 7)),
                           low=0.6)
     image, alpha = _sprite(rng, size)
@@ -108,14 +120,16 @@ def _render_motion(name: str, frames: int, size: int, rng: np.random.Generator) 
     angle0 = rng.uniform(0, 360)
     speed = rng.uniform(0.03, 0.05) * size  # pixels per frame (1.9-3.2 px at 64x64)
     spin = rng.uniform(7.0, 13.0)  # degrees per frame
-    dx_dir, dy_dir = _DIRECTIONS.get(name, (0.0, 0.0))
+    # Where the moves before frame t took the shape (exact integers: one class's clip is x0 + dx·speed·t).
     # Rotation: OpenCV angles are counter-clockwise on screen.
-    turn = {"rotate_ccw": spin, "rotate_cw": -spin}.get(name, 0.0)
+    moves = np.array([[*_DIRECTIONS.get(n, (0.0, 0.0)), {"rotate_ccw": 1.0, "rotate_cw": -1.0}.get(n, 0.0)]
+                      for n in names])  # (T, 3): dx, dy, turn
+    done = np.concatenate([np.zeros((1, 3)), np.cumsum(moves[:-1], axis=0)])  # (T, 3)
     jitter = rng.uniform(-0.15, 0.15, size=(frames, 2)) * speed  # small wobble, same for every class
     out = np.empty((frames, size, size, 3), np.uint8)
     for t in range(frames):
-        warped = _warp(layer, angle0 + turn * t, x0 + dx_dir * speed * t + jitter[t, 0],
-                       y0 + dy_dir * speed * t + jitter[t, 1], size)  # (H, W, 4)
+        warped = _warp(layer, angle0 + spin * done[t, 2], x0 + speed * done[t, 0] + jitter[t, 0],
+                       y0 + speed * done[t, 1] + jitter[t, 1], size)  # (H, W, 4)
         a = warped[..., 3:4]
         out[t] = np.clip(warped[..., :3] * a + background * (1 - a) + 0.5, 0, 255).astype(np.uint8)
     return out
@@ -160,7 +174,7 @@ def render_clip(
         raise ValueError(f"label should be in [0, {len(classes)}) for task {task!r}, got {label}.")
     if frames < 1 or size < 8:
         raise ValueError(f"frames should be >= 1 and size >= 8, got frames={frames}, size={size}.")
-    render = _render_motion if task == "motion" else _render_speed
+    render = _render_speed if task == "speed" else _render_motion
     return render(classes[label], frames, size, rng)
 
 
@@ -185,8 +199,6 @@ def write_dataset(
     The same arguments write the same frames (clip ``i`` of a class does not depend on
     ``classes`` or ``clips_per_class``). ``classes`` keeps only the first N classes of the task.
     """
-    import cv2
-
     names = task_classes(task)
     if classes is not None:
         if not 1 <= classes <= len(names):
@@ -202,13 +214,66 @@ def write_dataset(
         for i in range(clips_per_class):
             clip = render_clip(label, task=task, frames=frames, size=size, rng=clip_rng(seed, task, label, i))
             path = folder / f"{name}_{i:03d}.mp4"
-            writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (size, size))
-            if not writer.isOpened():
-                raise OSError(f"OpenCV could not open a video writer (mp4v) for {path}.")
-            try:
-                for frame in clip:
-                    writer.write(np.ascontiguousarray(frame[..., ::-1]))  # RGB -> BGR for OpenCV
-            finally:
-                writer.release()
+            _write_mp4(path, clip, fps)
             paths.append(path)
     return paths
+
+
+def _write_mp4(path: Path, frames: np.ndarray, fps: float) -> None:
+    """uint8 (T, H, W, 3) RGB frames as MPEG-4 Part 2 ("mp4v")."""
+    import cv2
+
+    size = frames.shape[1]
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (size, size))
+    if not writer.isOpened():
+        raise OSError(f"OpenCV could not open a video writer (mp4v) for {path}.")
+    try:
+        for frame in frames:
+            writer.write(np.ascontiguousarray(frame[..., ::-1]))  # RGB -> BGR for OpenCV
+    finally:
+        writer.release()
+
+
+def stream_labels(frames: int, fps: float, rng: np.random.Generator, classes: tuple[str, ...] = CLASSES) -> list[str]:
+    """A label for each of `frames` frames: a class held for 2–5 s, then another, until the end."""
+    labels: list[str] = []
+    current = None
+    while len(labels) < frames:
+        current = str(rng.choice([c for c in classes if c != current]))
+        labels += [current] * max(1, round(rng.uniform(*STREAM_SEGMENT_S) * fps))
+    return labels[:frames]
+
+
+def write_streams(folder: str | Path, *, count: int = 2, seconds: float = 60.0, size: int = 64, fps: float = 25.0,
+                  seed: int = 0) -> list[Path]:
+    """Write ``folder/stream_<i:03d>.mp4`` and beside each ``stream_<i:03d>.labels.csv`` (header
+    ``frame,label``, one row per frame from 0): long videos whose motion changes at random times."""
+    import csv
+
+    if count < 1 or seconds <= 0:
+        raise ValueError(f"count should be >= 1 and seconds > 0, got count={count}, seconds={seconds}.")
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i in range(count):
+        rng = np.random.default_rng([seed, list(TASKS).index("stream"), 1_000, i])
+        labels = stream_labels(max(1, round(seconds * fps)), fps, rng)
+        path = folder / f"stream_{i:03d}.mp4"
+        # A frame's label is the motion that brought the scene to it from the frame before: the move
+        # between frames t and t + 1 is frame t + 1's label (frame 0, with none before it, has the first's).
+        _write_mp4(path, _render_moves(labels[1:] + labels[-1:], size, rng), fps)
+        with open(folder / f"stream_{i:03d}.labels.csv", "w", newline="", encoding="utf-8") as f:
+            writer = csv.writer(f)
+            writer.writerow(["frame", "label"])
+            writer.writerows(enumerate(labels))
+        paths.append(path)
+    return paths
+
+
+def read_frame_labels(path: str | Path) -> list[str]:
+    """The labels of a ``.labels.csv`` written by `write_streams`, frame 0 first."""
+    import csv
+
+    with open(path, newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    return [row["label"] for row in sorted(rows, key=lambda r: int(r["frame"]))]
