@@ -104,6 +104,10 @@ def test_train_online_then_stream_steps_from_the_first_frame(tmp_path):
     result = invoke("stream", long, "--model", best, "--hop", "0.4", "--device", "cpu")
     assert result.exit_code == 0, result.output
     assert [json.loads(line)["time"] for line in result.stdout.splitlines()] == [0.0, 0.4, 0.8]  # no span to wait for
+    result = invoke("predict", long, "--model", best, "--timeline", "--device", "cpu", "-f", "jsonl")
+    timeline = json.loads(result.stdout)["timeline"]
+    assert result.exit_code == 0 and timeline[0]["start"] == 0.0 and timeline[-1]["end"] == 1.2  # every frame labelled
+    assert all(a["end"] == b["start"] for a, b in zip(timeline, timeline[1:]))
     for extra, message in ([["--arch", "cnn-lstm", "--bidirectional"], "needs a recurrent architecture that reads forwards"],
                            [[*conv, "--mix", "mixup"], "does not apply to --online"]):
         bad = invoke(*args, "--online", *extra, "--name", "bad")
