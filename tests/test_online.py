@@ -108,6 +108,9 @@ def test_train_online_then_stream_steps_from_the_first_frame(tmp_path):
     timeline = json.loads(result.stdout)["timeline"]
     assert result.exit_code == 0 and timeline[0]["start"] == 0.0 and timeline[-1]["end"] == 1.2  # every frame labelled
     assert all(a["end"] == b["start"] for a, b in zip(timeline, timeline[1:]))
+    step = tmp_path / "step.pt"
+    result = invoke("export", "--model", best, "--step", "-f", "torchscript", "-o", step, "--check", long)
+    assert result.exit_code == 0 and json.loads(result.stdout)["max_abs_diff"] <= 1e-4 and step.is_file(), result.output
     for extra, message in ([["--arch", "cnn-lstm", "--bidirectional"], "needs a recurrent architecture that reads forwards"],
                            [[*conv, "--mix", "mixup"], "does not apply to --online"]):
         bad = invoke(*args, "--online", *extra, "--name", "bad")

@@ -19,6 +19,8 @@ def export(
     model: Checkpoint = None,
     format: Annotated[str, typer.Option("--format", "-f", help="onnx (needs pip install 'vidclf[export]') or torchscript.")] = "onnx",
     check: Annotated[Optional[list[Path]], typer.Option(help="Videos to check the exported file on (repeatable). [default: 3 clips of the training data]")] = None,
+    step: Annotated[bool, typer.Option(help="Export one step of a recurrent model for live streams: a uint8 frame and the state in, "
+                                            "the logits and the next state out (checked against `stream` over whole streams).")] = False,
     quiet: Quiet = False,
     verbose: Verbose = False,
 ) -> None:
@@ -32,12 +34,29 @@ def export(
 
         clf, _ = load_classifier(model, "cpu", quiet)
         videos = check if check is not None else _training_clips(clf.path)
-        report = export_model(clf, fmt=format, output=output, check_videos=videos)
+        if step:
+            report = _export_step(clf, format, output, videos)
+        else:
+            report = export_model(clf, fmt=format, output=output, check_videos=videos)
         if not quiet:
-            stderr.print(f"wrote {report['path']} ({report['bytes'] / 1e6:.1f} MB); on {report['clips']} clips at "
+            checked = f"{report['frames']}-frame streams" if step else f"{report['clips']} clips"
+            stderr.print(f"wrote {report['path']} ({report['bytes'] / 1e6:.1f} MB); on {checked} at "
                          f"batch sizes {report['batch_sizes']} its logits differ from PyTorch's by at most "
                          f"{report['max_abs_diff']:.1e}")
         print(json.dumps(report))
+
+
+def _export_step(clf, fmt: str, output: Path, videos: list) -> dict:
+    """export --step, checked on the first frames of `videos` as streams."""
+    import itertools
+
+    import numpy as np
+
+    from vidclf.export_step import CHECK_FRAMES, export_step
+    from vidclf.stream import frames
+
+    streams = [np.stack([f for _, f in itertools.islice(frames(str(v), clf.preprocess.size), CHECK_FRAMES)]) for v in videos]
+    return export_step(clf, fmt=fmt, output=output, check_streams=streams)
 
 
 def _training_clips(path: Path) -> list[str]:
