@@ -104,6 +104,10 @@ def test_train_online_then_stream_steps_from_the_first_frame(tmp_path):
     result = invoke("stream", long, "--model", best, "--hop", "0.4", "--device", "cpu")
     assert result.exit_code == 0, result.output
     assert [json.loads(line)["time"] for line in result.stdout.splitlines()] == [0.0, 0.4, 0.8]  # no span to wait for
+    windowed = invoke("stream", long, "--model", best, "--hop", "0.4", "--windows", "--device", "cpu")
+    assert [json.loads(line)["time"] for line in windowed.stdout.splitlines()] == [0.28, 0.68, 1.08]  # from a full span
+    reset = invoke("stream", long, "--model", best, "--hop", "0.4", "--reset-every", "0.4", "--device", "cpu")
+    assert reset.exit_code == 0 and len(reset.stdout.splitlines()) == 3, reset.output
     result = invoke("predict", long, "--model", best, "--timeline", "--device", "cpu", "-f", "jsonl")
     timeline = json.loads(result.stdout)["timeline"]
     assert result.exit_code == 0 and timeline[0]["start"] == 0.0 and timeline[-1]["end"] == 1.2  # every frame labelled

@@ -81,13 +81,17 @@ def stream(
     hop: Annotated[float, typer.Option(min=0.001, help="Seconds of video between records.")] = 1.0,
     top_k: Annotated[int, typer.Option(help="Labels listed per record.")] = 3,
     reconnect_tries: Annotated[int, typer.Option(min=1, help="Attempts to (re)open a live URL before giving up.")] = 3,
+    reset_every: Annotated[Optional[float], typer.Option(min=0.001, help="Seconds between restarts of the recurrent state "
+                                                                     "(checkpoints trained --online). [default: never]")] = None,
+    windows: Annotated[bool, typer.Option(help="Label clip windows even with a checkpoint trained --online (as for the others).")] = False,
     device: Device = "auto",
     precision: Precision = "auto",
     quiet: Quiet = False,
     verbose: Verbose = False,
 ) -> None:
-    """Classify a video as it plays: every --hop seconds one jsonl record (time, label, score, topk) for the
-    last clip span, flushed at once; Ctrl-C or the end of the stream stops it."""
+    """Classify a video as it plays: every --hop seconds one jsonl record (time, label, score, topk), flushed at
+    once; Ctrl-C or the end of the stream stops it. A checkpoint trained --online makes one recurrent step per
+    frame and carries its state; the others label the last clip span."""
     with errors(verbose):
         from vidclf.device import autocast_dtype
         from vidclf.output import emit
@@ -95,8 +99,8 @@ def stream(
 
         clf, dev = load_classifier(model, device, quiet)
         source_frames = frames(source, clf.preprocess.size, reconnect_tries=reconnect_tries)
-        records = stream_records(clf, source_frames, device=dev, hop_s=hop, top_k=top_k,
-                                 dtype=autocast_dtype(dev, precision))
+        records = stream_records(clf, source_frames, device=dev, hop_s=hop, top_k=top_k, dtype=autocast_dtype(dev, precision),
+                                 stepwise=False if windows else None, reset_s=reset_every)
         try:
             emit(records, "jsonl")
         except KeyboardInterrupt:  # the usual way to stop a live stream: not an error
