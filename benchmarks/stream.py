@@ -1,4 +1,4 @@
-"""Streaming speed: the ring buffer against rerunning the whole window every hop.  (run by hand, never in CI)
+"""Streaming: the recurrent step and the ring buffer against rerunning the whole window every hop.  (run by hand, never in CI)
 
 A synthetic stream of random 112² frames is fed from memory (decoding is not measured) to
 `stream_records` with a hop of one frame, batch 1. The baseline classifies each window from
@@ -9,7 +9,19 @@ frame's arrival to its record; "keeps up" says whether frames/s (one record per 
 25, the frame rate of most video. The first window (all frames at once) is warm-up and not counted.
 The two methods take turns frame by frame, so that other load on the machine slows both alike.
 
+The recurrent step (vidclf/framestep.py, what `stream` runs for a checkpoint trained --online) makes
+one update per frame with the state carried: one frame's CNN or stem and one step of the recurrence.
+
     python benchmarks/stream.py [--threads 2] [--hops 40] [--device cpu]
+
+With --accuracy, per-frame accuracy on the long labelled streams of `vidclf synth --task stream`
+(motion changing every 2–5 s, 25 fps) for an --online checkpoint stepping, the same checkpoint on
+windows, and a clip-trained checkpoint of the same architecture on windows (what `stream` did before):
+over all frames that every method labels, exactly 16 frames after each change, from 16 frames after
+each change to the next, the frames until the label first follows a change (median), the first and
+last --edge seconds, and the wall time a frame (decoding not included):
+
+    python benchmarks/stream.py --accuracy --online ONLINE.pt --clips CLIPS.pt --streams DIR/streams [--count 1] [--seconds 600]
 """
 
 from __future__ import annotations
@@ -149,6 +161,8 @@ def accuracy(args: argparse.Namespace) -> None:
     online, clips = (load_classifier(path, device=device) for path in (args.online, args.clips))
     methods = {"online, one step a frame": (online, True), "online, windows": (online, False),
                "clip-trained, windows": (clips, False)}
+    methods = {m: v for (m, v), short in zip(methods.items(), ("step", "online-windows", "clip-windows"))
+               if short in args.methods.split(",")}
     span = (clips.preprocess.num_frames - 1) * clips.preprocess.frame_stride + 1
     totals: dict[str, list] = {m: [] for m in methods}
     for path in sorted(Path(args.streams).glob("*.mp4"))[: args.count]:
@@ -189,6 +203,7 @@ def main() -> None:
     parser.add_argument("--count", type=int, default=1, help="--accuracy: streams used")
     parser.add_argument("--seconds", type=float, default=600, help="--accuracy: seconds of each stream used")
     parser.add_argument("--edge", type=float, default=100, help="--accuracy: seconds compared at the start and end")
+    parser.add_argument("--methods", default="step,online-windows,clip-windows", help="--accuracy: which to run")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     accuracy(args) if args.accuracy else speed(args)

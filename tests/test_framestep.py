@@ -13,6 +13,7 @@ import torch
 from vidclf.checkpoint import Classifier
 from vidclf.framestep import FrameStep, Stepper
 from vidclf.models import build_model, can_step
+from vidclf.models.video_nets import VideoNet
 from vidclf.preprocess import Preprocess, in_channels, to_model_input
 from vidclf.stream import stepwise_default, stream_probs, stream_records
 
@@ -94,7 +95,7 @@ def test_the_state_never_grows_over_thousands_of_frames(name, options):
     shapes = [(s.shape, s.dtype) for s in state]
     frames = torch.from_numpy(np.random.default_rng(1).integers(0, 256, (50, 1, 3, 16, 16), dtype=np.uint8))
     with torch.inference_mode():
-        for i in range(3000):
+        for i in range(2000):
             logits, *state = step(frames[i % 50], *state)
             assert [(s.shape, s.dtype) for s in state] == shapes
     assert torch.isfinite(logits).all() and all(torch.isfinite(s.float()).all() for s in state)
@@ -120,7 +121,7 @@ def test_which_checkpoints_step_and_which_keep_their_windows(stream):
     assert not can_step(bidirectional.model) and not stepwise_default(bidirectional)
     with pytest.raises(ValueError, match="cannot read a stream frame by frame"):
         next(stream_probs(bidirectional, stream, device=CPU, hop_frames=1, stepwise=True))
-    assert not can_step(build_model("r3d_18", CLASSES))
+    assert not can_step(VideoNet.__new__(VideoNet))  # torchvision's 3D networks see whole clips (built: 33M weights)
     with pytest.raises(ValueError, match="a reset every"):
         next(stream_probs(clip_trained, stream, device=CPU, hop_frames=1, reset_s=1.0))
 
