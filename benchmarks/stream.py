@@ -21,6 +21,7 @@ over all frames that every method labels, exactly 16 frames after each change, f
 each change to the next, the frames until the label first follows a change (median), the first and
 last --edge seconds, and the wall time a frame (decoding not included):
 
+    python benchmarks/stream.py --training --size 64 --hops 5   # a training step, --online against clips
     python benchmarks/stream.py --accuracy --online ONLINE.pt --clips CLIPS.pt --streams DIR/streams [--count 1] [--seconds 600]
 """
 
@@ -188,6 +189,46 @@ def accuracy(args: argparse.Namespace) -> None:
               f"{mean['first']:.3f} | {mean['last']:.3f} | {mean['ms']:.2f} |")
 
 
+def training_cost(args: argparse.Namespace) -> None:
+    """Seconds a training step takes on the same 16 clips: as clips (one label each, from a zero state),
+    and --online (2 sequences of 8 clips, a label per frame, truncated backpropagation in chunks of 16
+    frames with the state carried), the two taking turns so that other load slows both alike."""
+    import torch.nn.functional as F
+
+    from vidclf.online import backward_sequences, join_clips
+
+    device = torch.device(args.device)
+    pre = Preprocess(num_frames=args.frames, size=args.size, input=args.input)
+    gen = torch.Generator().manual_seed(0)
+    clips = torch.randint(0, 256, (16, args.frames, args.size, args.size, 3), generator=gen).to(torch.uint8).to(device)
+    lengths, labels = torch.full((16,), args.frames, device=device), torch.arange(16, device=device) % 10
+    print(f"{args.device}, {args.threads} threads, {args.size}² frames, 16 clips of {args.frames} frames a step, "
+          f"input {args.input}, {args.hops} steps each")
+    print("| model | clips: s a step | --online: s a step | --online ÷ clips |")
+    print("|---|---|---|---|")
+    for label, name, options in MODELS:
+        torch.manual_seed(0)
+        model = build_model(name, 10, in_channels=in_channels(args.input), **options).to(device).train()
+
+        def as_clips() -> None:
+            x = to_model_input(clips.permute(0, 1, 4, 2, 3), lengths, pre, generator=gen)
+            F.cross_entropy(model(x, lengths), labels).backward()
+
+        def online() -> None:
+            seqs = join_clips(clips, lengths, labels, pre, per_sequence=8, generator=gen)
+            backward_sequences(model, seqs, chunk=16, backward=lambda loss: loss.backward(), device=device)
+
+        times = hop_times({"clips": _repeat(as_clips), "online": _repeat(online)}, args.hops, warmup=1)
+        clip_s, online_s = statistics.median(times["clips"]), statistics.median(times["online"])
+        print(f"| {label} | {clip_s:.3f} | {online_s:.3f} | {online_s / clip_s:.2f}× |")
+    print(f"load average {os.getloadavg()[0]:.1f} at the end")
+
+
+def _repeat(step) -> Iterator[None]:
+    while True:
+        yield step()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu")
@@ -197,6 +238,7 @@ def main() -> None:
     parser.add_argument("--input", default="rgb+diff", help="rgb, diff or rgb+diff (the default of training)")
     parser.add_argument("--hops", type=int, default=40, help="records timed per model and method")
     parser.add_argument("--accuracy", action="store_true", help="accuracy on long labelled streams instead of speed")
+    parser.add_argument("--training", action="store_true", help="the cost of a training step, --online against clips")
     parser.add_argument("--online", help="--accuracy: a checkpoint trained with --online")
     parser.add_argument("--clips", help="--accuracy: a checkpoint of the same architecture trained on clips")
     parser.add_argument("--streams", help="--accuracy: the streams/ folder of `vidclf synth --task stream`")
@@ -206,7 +248,7 @@ def main() -> None:
     parser.add_argument("--methods", default="step,online-windows,clip-windows", help="--accuracy: which to run")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    accuracy(args) if args.accuracy else speed(args)
+    accuracy(args) if args.accuracy else training_cost(args) if args.training else speed(args)
 
 
 if __name__ == "__main__":

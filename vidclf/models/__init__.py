@@ -7,7 +7,9 @@ dataclass that rebuilds it (`build_model(name, n, **asdict(model.config))`), and
 classifier a new set of classes replaces. `weights_preprocess(name, pretrained)` says how frames must look
 for an architecture's pretrained weights (mean, std, size, frames), or None.
 
-Recurrent: cnn-lstm (cnn_lstm.py), convgru, convlstm, convrnn (conv_recurrent.py). torchvision's Kinetics-400
+Recurrent: cnn-lstm (cnn_lstm.py), convgru, convlstm, convrnn (conv_recurrent.py). Those that read forwards
+(`can_step`) also read a stream frame by frame: `initial_state(frame)` and `forward_steps(x, state)` →
+(logits after every frame, the next state), the state a tuple of batch-first tensors passed in and out. torchvision's Kinetics-400
 networks (video_nets.py): r3d_18, mc3_18, r2plus1d_18, s3d, mvit_v2_s, swin3d_t. Shared weight loading and
 first-conv widening: weights.py.
 """
