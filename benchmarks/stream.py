@@ -44,7 +44,7 @@ from vidclf.framestep import FrameStep
 from vidclf.models import build_model
 from vidclf.preprocess import Preprocess, in_channels, to_model_input
 from vidclf.stream import frames, stream_probs, stream_records
-from vidclf.synth import read_frame_labels
+from vidclf.timeline import follow_metrics, labels_path, read_frame_labels
 
 MODELS = [("cnn-lstm small", "cnn-lstm", {"backbone": "small"}),
           ("cnn-lstm resnet18", "cnn-lstm", {"backbone": "resnet18"}),
@@ -136,23 +136,10 @@ def speed(args: argparse.Namespace) -> None:
               f"{state / 1024:.1f} | {'yes' if step[0] >= 25 else 'no'} |")
 
 
-def follow(truth: np.ndarray, top: np.ndarray, fps: float, *, after: int, edge_s: float) -> dict:
-    """Per-frame accuracy of `top` against `truth` (class indices per frame): over the frames that every
-    method labels (from `after` on), at exactly 16 frames after each change, from 16 frames after
-    each change to the next, the frames until the label first follows a change (median), and the
-    first and last `edge_s` seconds."""
+def follow(truth: np.ndarray, top: np.ndarray, *, after: int, edge: int) -> dict:
+    """`timeline.follow_metrics` from frame `after` on, and the accuracy over the first and last `edge` frames."""
     right = top == truth
-    changes = [t for t in range(1, len(truth)) if truth[t] != truth[t - 1] and t >= after]
-    ends = changes[1:] + [len(truth)]
-    settled = np.concatenate([right[c + 16 : e] for c, e in zip(changes, ends)])
-    lags = []
-    for c, e in zip(changes, ends):
-        hit = np.flatnonzero(right[c:e])
-        lags.append(hit[0] if len(hit) else e - c)
-    edge = round(edge_s * fps)
-    return {"all": right[after:].mean(), "at 16": np.mean([right[c + 16] for c, e in zip(changes, ends) if c + 16 < e]),
-            "settled": settled.mean(), "follow": float(np.median(lags)), "first": right[after:edge].mean(),
-            "last": right[-edge:].mean(), "changes": len(changes)}
+    return {**follow_metrics(truth, top, after=after), "first": right[after:edge].mean(), "last": right[-edge:].mean()}
 
 
 def accuracy(args: argparse.Namespace) -> None:
@@ -167,7 +154,7 @@ def accuracy(args: argparse.Namespace) -> None:
     span = (clips.preprocess.num_frames - 1) * clips.preprocess.frame_stride + 1
     totals: dict[str, list] = {m: [] for m in methods}
     for path in sorted(Path(args.streams).glob("*.mp4"))[: args.count]:
-        truth = np.array([online.classes.index(label) for label in read_frame_labels(path.with_suffix(".labels.csv"))])
+        truth = np.array([online.classes.index(label) for label in read_frame_labels(labels_path(path))])
         decoded = list(itertools.islice(frames(str(path), online.preprocess.size), round(args.seconds * 25)))
         truth = truth[: len(decoded)]
         for method, (clf, stepwise) in methods.items():
@@ -176,7 +163,7 @@ def accuracy(args: argparse.Namespace) -> None:
                                                start=0 if stepwise else span - 1):
                 top[index] = int(probs.argmax())
             seconds = (time.perf_counter() - start) / len(decoded)
-            totals[method].append({**follow(truth, top, 25.0, after=span - 1, edge_s=args.edge), "ms": 1e3 * seconds})
+            totals[method].append({**follow(truth, top, after=span - 1, edge=round(args.edge * 25)), "ms": 1e3 * seconds})
             print(f"{path.name} {method}: {totals[method][-1]}", flush=True)
     print(f"{args.device}, {args.threads} threads, {args.count} streams of {args.seconds:g} s, "
           f"{online.preprocess.size}² frames, motion changes every 2–5 s; load average {os.getloadavg()[0]:.1f} at the end")
@@ -184,8 +171,8 @@ def accuracy(args: argparse.Namespace) -> None:
           f"(median) | first {args.edge:g} s | last {args.edge:g} s | ms a frame |")
     print("|---" * 8 + "|")
     for method, rows in totals.items():
-        mean = {k: np.mean([r[k] for r in rows]) for k in rows[0]}
-        print(f"| {method} | {mean['all']:.3f} | {mean['at 16']:.3f} | {mean['settled']:.3f} | {mean['follow']:.1f} | "
+        mean = {k: np.mean([r[k] for r in rows]) for k in rows[0] if k != "path"}
+        print(f"| {method} | {mean['accuracy']:.3f} | {mean['after_change']:.3f} | {mean['settled']:.3f} | {mean['follow_frames']:.1f} | "
               f"{mean['first']:.3f} | {mean['last']:.3f} | {mean['ms']:.2f} |")
 
 

@@ -92,7 +92,7 @@ def test_train_online_then_stream_steps_from_the_first_frame(tmp_path):
     from vidclf.synth import write_dataset, write_streams
 
     write_dataset(tmp_path / "data" / "train", task="stream", classes=2, clips_per_class=4, frames=8, size=32)
-    (long,) = write_streams(tmp_path / "data" / "streams", count=1, seconds=1.2, size=32)
+    (long,) = write_streams(tmp_path / "data" / "streams", count=1, seconds=1.2, size=32, classes=2)
     args = ["train", "--data", tmp_path / "data", "--frames", "8", "--size", "32", "--epochs", "1", "--batch-size", "2",
             "--sequence-clips", "2", "--chunk", "5", "--workers", "0", "--no-cache", "--device", "cpu",
             "--out", tmp_path / "models", "--quiet"]
@@ -112,6 +112,13 @@ def test_train_online_then_stream_steps_from_the_first_frame(tmp_path):
     timeline = json.loads(result.stdout)["timeline"]
     assert result.exit_code == 0 and timeline[0]["start"] == 0.0 and timeline[-1]["end"] == 1.2  # every frame labelled
     assert all(a["end"] == b["start"] for a, b in zip(timeline, timeline[1:]))
+    result = invoke("evaluate", "--timeline", "--data", long.parent, "--model", best, "--device", "cpu", "-f", "json")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["frames"] == 30 and report["stepwise"] and 0 <= report["accuracy"] <= 1
+    (long.parent / "stream_000.labels.csv").write_text("frame,label\n0,sideways\n")
+    bad = invoke("evaluate", "--timeline", "--data", long.parent, "--model", best)
+    assert bad.exit_code == 1 and "labels the model does not know: sideways" in bad.stderr and bad.stderr.count("\n") == 1
     step = tmp_path / "step.pt"
     result = invoke("export", "--model", best, "--step", "-f", "torchscript", "-o", step, "--check", long)
     assert result.exit_code == 0 and json.loads(result.stdout)["max_abs_diff"] <= 1e-4 and step.is_file(), result.output

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import torch
 
 from tests.test_cli import invoke
-from vidclf.timeline import segments
+from vidclf.timeline import follow_metrics, segments
 
 
 def test_segments_of_a_known_label_sequence():
@@ -40,3 +41,18 @@ def test_a_clip_trained_checkpoint_labels_frames_by_the_clip_ending_there(traine
     assert result.exit_code == 1 and "shorter than the model's clip span (8 frames)" in errors[0] and "no such file" in errors[1]
     both = invoke("predict", clip, "--model", trained, "--timeline", "--window", "1")
     assert both.exit_code == 2 and "--timeline or --window" in both.output
+
+
+def test_following_a_change_is_scored_from_known_labels():
+    truth = np.array([0] * 20 + [1] * 30 + [2] * 10)
+    top = truth.copy()
+    top[20:25] = 0  # follows the change at 20 after 5 frames
+    top[40] = 2  # wrong once, settled
+    top[50:] = 1  # never follows the change at 50
+    got = follow_metrics(truth, top, after=0)
+    assert got["frames"] == 60 and got["changes"] == 2
+    assert got["accuracy"] == (60 - 5 - 1 - 10) / 60
+    assert got["after_change"] == 1.0  # frame 36 right; the 10-frame segment has no 16th frame
+    assert got["settled"] == 13 / 14  # frames 36-49, frame 40 wrong
+    assert got["follow_frames"] == (5 + 10) / 2  # a segment never followed counts its length
+    assert follow_metrics(truth, top, after=30)["changes"] == 1  # changes before the first labelled frame do not count

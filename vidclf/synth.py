@@ -245,19 +245,22 @@ def stream_labels(frames: int, fps: float, rng: np.random.Generator, classes: tu
 
 
 def write_streams(folder: str | Path, *, count: int = 2, seconds: float = 60.0, size: int = 64, fps: float = 25.0,
-                  seed: int = 0) -> list[Path]:
+                  seed: int = 0, classes: int | None = None) -> list[Path]:
     """Write ``folder/stream_<i:03d>.mp4`` and beside each ``stream_<i:03d>.labels.csv`` (header
-    ``frame,label``, one row per frame from 0): long videos whose motion changes at random times."""
+    ``frame,label``, one row per frame from 0): long videos whose motion changes at random times
+    among the first `classes` classes (all six by default)."""
     import csv
 
     if count < 1 or seconds <= 0:
         raise ValueError(f"count should be >= 1 and seconds > 0, got count={count}, seconds={seconds}.")
+    if not 2 <= (classes or len(CLASSES)) <= len(CLASSES):
+        raise ValueError(f"a stream needs between 2 and {len(CLASSES)} classes to change between, got {classes}.")
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
     for i in range(count):
         rng = np.random.default_rng([seed, list(TASKS).index("stream"), 1_000, i])
-        labels = stream_labels(max(1, round(seconds * fps)), fps, rng)
+        labels = stream_labels(max(1, round(seconds * fps)), fps, rng, CLASSES[: classes or len(CLASSES)])
         path = folder / f"stream_{i:03d}.mp4"
         # A frame's label is the motion that brought the scene to it from the frame before: the move
         # between frames t and t + 1 is frame t + 1's label (frame 0, with none before it, has the first's).
@@ -268,12 +271,3 @@ def write_streams(folder: str | Path, *, count: int = 2, seconds: float = 60.0, 
             writer.writerows(enumerate(labels))
         paths.append(path)
     return paths
-
-
-def read_frame_labels(path: str | Path) -> list[str]:
-    """The labels of a ``.labels.csv`` written by `write_streams`, frame 0 first."""
-    import csv
-
-    with open(path, newline="", encoding="utf-8") as f:
-        rows = list(csv.DictReader(f))
-    return [row["label"] for row in sorted(rows, key=lambda r: int(r["frame"]))]

@@ -38,7 +38,8 @@ def synth(
         if not quiet:
             stderr.print(f"wrote {len(written)} clips to {clips}")
         if task == "stream":
-            long = write_streams(folder / "streams", count=streams, seconds=stream_seconds, size=size, seed=seed)
+            long = write_streams(folder / "streams", count=streams, seconds=stream_seconds, size=size, seed=seed,
+                                 classes=classes)
             if not quiet:
                 stderr.print(f"wrote {len(long)} streams of {stream_seconds:g} s with their frame labels to {folder / 'streams'}")
 
