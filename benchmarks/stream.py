@@ -159,13 +159,14 @@ def accuracy(args: argparse.Namespace) -> None:
         truth = truth[: len(decoded)]
         for method, (clf, stepwise) in methods.items():
             top, start = np.full(len(decoded), -1), time.perf_counter()
-            for index, (_, probs) in enumerate(stream_probs(clf, decoded, device=device, hop_frames=1, stepwise=stepwise),
-                                               start=0 if stepwise else span - 1):
+            reset = args.reset if stepwise else None
+            for index, (_, probs) in enumerate(stream_probs(clf, decoded, device=device, hop_frames=1, stepwise=stepwise,
+                                                            reset_s=reset), start=0 if stepwise else span - 1):
                 top[index] = int(probs.argmax())
             seconds = (time.perf_counter() - start) / len(decoded)
             totals[method].append({**follow(truth, top, after=span - 1, edge=round(args.edge * 25)), "ms": 1e3 * seconds})
             print(f"{path.name} {method}: {totals[method][-1]}", flush=True)
-    print(f"{args.device}, {args.threads} threads, {args.count} streams of {args.seconds:g} s, "
+    print(f"{args.device}, {args.threads} threads, {args.count} streams of {args.seconds:g} s, reset every {args.reset} s, "
           f"{online.preprocess.size}² frames, motion changes every 2–5 s; load average {os.getloadavg()[0]:.1f} at the end")
     print(f"| method | all frames | 16 frames after a change | from 16 after a change on | frames until it follows "
           f"(median) | first {args.edge:g} s | last {args.edge:g} s | ms a frame |")
@@ -233,6 +234,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=600, help="--accuracy: seconds of each stream used")
     parser.add_argument("--edge", type=float, default=100, help="--accuracy: seconds compared at the start and end")
     parser.add_argument("--methods", default="step,online-windows,clip-windows", help="--accuracy: which to run")
+    parser.add_argument("--reset", type=float, help="--accuracy: restart the step's state every RESET seconds")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     accuracy(args) if args.accuracy else training_cost(args) if args.training else speed(args)
