@@ -16,6 +16,7 @@ import json
 import os
 import time
 import warnings
+from copy import deepcopy
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -60,7 +61,7 @@ def export_step(clf: Classifier, *, fmt: str, output: str | Path, check_streams:
     start = time.perf_counter()
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
-    step = FrameStep(clf.model, clf.preprocess).cpu().eval()
+    step = FrameStep(deepcopy(clf.model), clf.preprocess).cpu().eval()  # the caller's model stays where it is
     frames = _check_frames(clf, check_streams)  # (streams, N, 3, H, W)
     example = (frames[torch.arange(EXPORT_BATCH) % len(frames), 0], *step.initial_state(EXPORT_BATCH))
     batches = [frames[:1], frames[torch.arange(max(len(frames), EXPORT_BATCH + 1)) % len(frames)]]
