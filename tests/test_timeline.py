@@ -21,6 +21,9 @@ def test_segments_of_a_known_label_sequence():
     assert [(s["start"], s["end"], s["label"]) for s in got] == [
         (0.0, 0.12, "a"), (0.12, 0.2, "c"), (0.2, 0.36, "b"), (0.36, 0.4, "a")]
     assert got[0]["score"] == round(0.61, 6) and got[2]["score"] == round(0.665, 6)  # the label's mean over the run
+    smoothed = segments(times, probs, ["a", "b", "c"], interval=0.04, min_frames=3)  # "c" lasts 2 frames, the last "a" 1
+    assert [(s["start"], s["end"], s["label"]) for s in smoothed] == [(0.0, 0.2, "a"), (0.2, 0.4, "b")]
+    assert smoothed[0]["score"] == round(float(probs[:5, 0].mean()), 6)  # "a"'s probability over its frames
     (one,) = segments([0.0], probs[:1], ["a", "b", "c"], interval=0.04)
     assert (one["start"], one["end"]) == (0.0, 0.04)
 

@@ -25,24 +25,37 @@ from vidclf.predict import topk_record
 from vidclf.stream import DEFAULT_FPS, frames, stepwise_default, stream_probs
 
 
-def segments(times: list[float], probs: torch.Tensor, classes: list[str], *, interval: float) -> list[dict]:
-    """Runs of the same top label among frames at `times` with probabilities `probs` (N, classes)."""
+def segments(times: list[float], probs: torch.Tensor, classes: list[str], *, interval: float,
+             min_frames: int = 1) -> list[dict]:
+    """Runs of the same top label among frames at `times` with probabilities `probs` (N, classes).
+
+    With `min_frames` > 1, a run shorter than that (a label that flickers for a frame or two) keeps
+    the label of the run before it, as a live system that waits `min_frames` frames before it switches
+    would say, the switch dated back to where the new label began.
+    """
     top = probs.argmax(dim=1).tolist()
+    runs = _runs(top)
+    for k in range(1, len(runs)):
+        start, end = runs[k]
+        if end - start < min_frames:
+            top[start:end] = [top[start - 1]] * (end - start)
     out: list[dict] = []
-    start = 0
-    for i in range(1, len(top) + 1):
-        if i < len(top) and top[i] == top[start]:
-            continue
-        end = times[i] if i < len(top) else times[-1] + interval
-        score = float(probs[start:i, top[start]].mean())
-        out.append({"start": round(times[start], 3), "end": round(end, 3), "label": classes[top[start]],
+    for start, end in _runs(top):
+        score = float(probs[start:end, top[start]].mean())
+        stop = times[end] if end < len(top) else times[-1] + interval
+        out.append({"start": round(times[start], 3), "end": round(stop, 3), "label": classes[top[start]],
                     "score": round(score, 6)})
-        start = i
     return out
 
 
+def _runs(labels: list[int]) -> list[tuple[int, int]]:
+    """(start, end) of each run of equal labels, end exclusive."""
+    bounds = [0] + [i for i in range(1, len(labels)) if labels[i] != labels[i - 1]] + [len(labels)]
+    return list(zip(bounds, bounds[1:]))
+
+
 def timeline_record(path: str, clf: Classifier, *, device: torch.device, dtype: torch.dtype | None = None,
-                    top_k: int = 5) -> dict:
+                    top_k: int = 5, min_segment_s: float = 0.0) -> dict:
     """{path, label, score, topk, error, timeline}: the video's scores are the mean over its labelled frames."""
     try:
         labelled = list(stream_probs(clf, frames(path, clf.preprocess.size), device=device, hop_frames=1, dtype=dtype))
@@ -55,14 +68,15 @@ def timeline_record(path: str, clf: Classifier, *, device: torch.device, dtype: 
     probs = torch.stack([p for _, p in labelled])  # (N, classes)
     interval = (times[-1] - times[0]) / (len(times) - 1) if len(times) > 1 else 1 / DEFAULT_FPS
     return {**topk_record(path, probs.mean(dim=0), clf.classes, top_k),
-            "timeline": segments(times, probs, clf.classes, interval=interval)}
+            "timeline": segments(times, probs, clf.classes, interval=interval,
+                                 min_frames=max(1, round(min_segment_s / interval)) if interval > 0 else 1)}
 
 
 def timeline_records(paths: list[str], clf: Classifier, *, device: torch.device, dtype: torch.dtype | None = None,
-                     top_k: int = 5) -> Iterator[dict]:
+                     top_k: int = 5, min_segment_s: float = 0.0) -> Iterator[dict]:
     """One `timeline_record` per path, in order."""
     for path in paths:
-        yield timeline_record(path, clf, device=device, dtype=dtype, top_k=top_k)
+        yield timeline_record(path, clf, device=device, dtype=dtype, top_k=top_k, min_segment_s=min_segment_s)
 
 
 AFTER_CHANGE = 16  # frames after a change of label at which "following" it is scored

@@ -35,6 +35,7 @@ def predict(
     stride: Annotated[Optional[float], typer.Option(help="Seconds between window starts. [default: --window]")] = None,
     timeline: Annotated[bool, typer.Option(help="Label every frame: a timeline of segments (start, end, label, score) per video; one "
                                                 "recurrent step a frame for checkpoints trained --online, else the clip ending at each frame.")] = False,
+    min_segment: Annotated[float, typer.Option(min=0.0, help="--timeline: a label shorter than this many seconds keeps the one before it.")] = 0.0,
     clips: Clips = 3, crops: Crops = 1,
     shard: Shard = None, output: Output = None, resume: Resume = False, batch_size: BatchSize = 16,
     workers: Lanes = None, decode_timeout: DecodeTimeout = 60.0, device: Device = "auto",
@@ -50,7 +51,7 @@ def predict(
         paths = _pending(inputs, shard, output, resume, quiet)
         clf, dev = load_classifier(model, device, quiet)
         if timeline:
-            records = _timeline(paths, clf, dev, autocast_dtype(dev, precision), top_k, window)
+            records = _timeline(paths, clf, dev, autocast_dtype(dev, precision), top_k, window, min_segment)
         else:
             records = predict_records(paths, clf, device=dev, dtype=autocast_dtype(dev, precision), batch_size=batch_size,
                                       workers=workers, top_k=top_k, decoder=Decoder(decode_timeout or None),
@@ -87,12 +88,12 @@ def embed(
         _write(records, len(paths), format, output, resume, quiet)
 
 
-def _timeline(paths, clf, device, dtype, top_k: int, window: Optional[float]):
+def _timeline(paths, clf, device, dtype, top_k: int, window: Optional[float], min_segment: float):
     from vidclf.timeline import timeline_records
 
     if window is not None:
         raise typer.BadParameter("give --timeline or --window, not both", param_hint="--timeline")
-    return timeline_records(paths, clf, device=device, dtype=dtype, top_k=top_k)
+    return timeline_records(paths, clf, device=device, dtype=dtype, top_k=top_k, min_segment_s=min_segment)
 
 
 def _pending(inputs: list[str], shard: Optional[str], output: Optional[Path], resume: bool, quiet: bool) -> list[str]:
