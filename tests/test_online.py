@@ -13,7 +13,7 @@ from tests.test_cli import invoke
 from vidclf.framestep import Stepper
 from vidclf.models import build_model
 from vidclf.online import IGNORED, backward_sequences, join_clips
-from vidclf.preprocess import Preprocess, in_channels, to_model_input
+from vidclf.preprocess import Preprocess, in_channels
 from vidclf.synth import CLASSES, _render_moves, render_clip, stream_labels
 
 CPU = torch.device("cpu")
@@ -59,7 +59,7 @@ def test_chunks_carry_the_state_so_the_loss_equals_one_pass():
 
 def test_a_tiny_model_learns_to_follow_a_change():
     """Trained on clips joined end to end, stepped over one continuous scene whose motion changes
-    every 2–5 s: it labels the frames from the 8th after each change on (~10 s on 2 busy cores)."""
+    every 2–5 s: it labels the frames from the 8th after each change on (about 8 s of CPU)."""
     names, size, frames = CLASSES[:2], 32, 12
     pre = Preprocess(num_frames=frames, size=size, input="rgb+diff")
     torch.manual_seed(0)
@@ -69,7 +69,7 @@ def test_a_tiny_model_learns_to_follow_a_change():
     labels = torch.arange(64) % 2
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
     gen = torch.Generator().manual_seed(0)
-    for _ in range(100):
+    for _ in range(80):  # 60 steps: 0.93 settled, 80: 0.98
         pick = torch.randint(0, 64, (16,), generator=gen)
         seqs = join_clips(clips[pick], torch.full((16,), frames), labels[pick], pre, per_sequence=4, generator=gen)
         optimizer.zero_grad()
