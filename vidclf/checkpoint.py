@@ -104,6 +104,7 @@ class Classifier:
     start: dict | None = None  # where its weights started (start.record); None: not recorded
     multi_label: bool = False  # a sigmoid per label, so a video may carry any set of them
     thresholds: list[float] | None = None  # multi-label: a label is present at or above its threshold
+    online: bool = False  # trained for streams (train --online): it reads them one step a frame
 
     def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
         """Scores (…, classes) of logits: a softmax over classes, or each label's own sigmoid."""
@@ -125,8 +126,9 @@ def load_classifier(path: str | Path, *, device: torch.device) -> Classifier:
         raise CheckpointError(f"{path}: the checkpoint does not match this vidclf version ({err})") from None
     multi_label = bool(ckpt.get("multi_label", False))
     thresholds = [float(t) for t in ckpt.get("thresholds") or [DEFAULT_THRESHOLD] * len(ckpt["classes"])]
+    online = bool(ckpt.get("train_config", {}).get("online", False))
     return Classifier(model.to(device).eval(), list(ckpt["classes"]), pre, Path(path), ckpt.get("decoder"),
-                      ckpt.get("start"), multi_label, thresholds if multi_label else None)
+                      ckpt.get("start"), multi_label, thresholds if multi_label else None, online)
 
 
 def newest_best(root: str | Path) -> Path:

@@ -83,6 +83,12 @@ def to_model_input(
     x = clips.float().div_(255)
     if generator is not None:
         x = augment(x, generator=generator, hflip=hflip)
+    return normalise(x, lengths, pre)
+
+def normalise(x: torch.Tensor, lengths: torch.Tensor, pre: Preprocess) -> torch.Tensor:
+    """float (B, T, 3, H, W) in 0–1 → model input (B, T, C, H, W): normalised, padding zeroed, differences
+    added. Apart from `to_model_input` for a training stream, whose clips are augmented one by one and
+    then joined, so that the differences run across the joins as in a real stream (online.py)."""
     mean = x.new_tensor(pre.mean).view(1, 1, 3, 1, 1)
     std = x.new_tensor(pre.std).view(1, 1, 3, 1, 1)
     x = (x - mean) / std

@@ -28,6 +28,7 @@ from vidclf.errors import DatasetError
 from vidclf.mixing import check_mix
 from vidclf.models import build_model, input_options
 from vidclf.multilabel import bce_loss
+from vidclf.online import check_online
 from vidclf.preprocess import Preprocess, in_channels
 from vidclf.start import apply_init, param_groups
 
@@ -72,6 +73,10 @@ class TrainConfig:
     save_every: float = 10.0  # minutes between mid-epoch writes of last.pt (0: only at the end of epochs)
     tensorboard: bool = False  # write TensorBoard event files into the run folder
     out: str = "models"  # run folders are written under here
+    online: bool = False  # train for live streams: clips joined end to end, a label per frame, truncated BPTT (online.py)
+    sequence_clips: int = 8  # --online: clips joined into one training sequence (--batch-size counts sequences)
+    chunk: int = 16  # --online: frames per chunk of truncated backpropagation (the state is carried across)
+    grace: int = 0  # --online: frames after a change of label left out of the loss
 
 
 @dataclass
@@ -133,6 +138,8 @@ def build_run(cfg: TrainConfig, *, device: torch.device, rank: distributed.Rank,
     cache = _cache(cfg, splits, pre, say)
     train_set, sampler, train_loader, val_loader = _data(cfg, splits, pre, cache, device, rank)
     model = _model(cfg, splits.classes, fresh=resume_from is None, say=say).to(device)
+    if cfg.online:
+        check_online(arch=cfg.arch, model=model, mix=cfg.mix, compile=cfg.compile, world=rank.world)
     optimizer = torch.optim.AdamW(param_groups(model, lr=cfg.lr, backbone_lr=cfg.backbone_lr), weight_decay=cfg.weight_decay)
     scheduler = _scheduler(optimizer, cfg, len(train_loader))
     dtype = autocast_dtype(device, cfg.precision)
@@ -184,6 +191,9 @@ def _check_recipe(cfg: TrainConfig) -> None:
         raise ValueError(f"--balance should be one of {', '.join(BALANCE)}, got {cfg.balance!r}")
     if cfg.monitor not in MONITORS:
         raise ValueError(f"--monitor should be one of {', '.join(MONITORS)}, got {cfg.monitor!r}")
+    if (cfg.online and min(cfg.sequence_clips, cfg.chunk) < 1) or cfg.grace < 0:
+        raise ValueError(f"--sequence-clips and --chunk should be ≥ 1 and --grace ≥ 0, got {cfg.sequence_clips}, "
+                         f"{cfg.chunk} and {cfg.grace}")
     if cfg.backbone_lr <= 0:
         raise ValueError(f"--backbone-lr should be > 0 (a fraction of --lr), got {cfg.backbone_lr}")
     if cfg.tensorboard:
@@ -198,6 +208,8 @@ def _check_labels(cfg: TrainConfig, splits: Splits) -> None:
         raise ValueError("--monitor val_class_acc is for single-label data: use mAP, val_acc (exact sets) or val_loss")
     if splits.multi_label and cfg.balance == "sampler":
         raise ValueError("--balance sampler draws classes, and a multi-label clip has several: use --balance weights")
+    if splits.multi_label and cfg.online:
+        raise ValueError("--online labels every frame with one class: it does not train on multi-label data yet")
 
 
 def _cache(cfg: TrainConfig, splits: Splits, pre: Preprocess, say: Callable[[str], None]) -> ClipCache | None:
@@ -229,7 +241,8 @@ def _data(cfg: TrainConfig, splits: Splits, pre: Preprocess, cache: ClipCache | 
     labels = [s.label for s in splits.train] if cfg.balance == "sampler" else None
     sampler = EpochSampler(len(train_set), shuffle=True, seed=cfg.seed, rank=rank.rank, world=rank.world, labels=labels)
     workers = default_workers() if cfg.workers is None else cfg.workers
-    loader = clip_loader(train_set, batch_size=cfg.batch_size, workers=workers, device=device,
+    clips_per_step = cfg.batch_size * (cfg.sequence_clips if cfg.online else 1)  # --online: sequences of clips
+    loader = clip_loader(train_set, batch_size=clips_per_step, workers=workers, device=device,
                          pad_to=cfg.num_frames, sampler=sampler)
     val_loader = None
     if len(val_set):

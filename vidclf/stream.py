@@ -1,8 +1,10 @@
-"""Classifying a video as it plays: one record per hop for the last clip span, as soon as its frame arrives.
+"""Classifying a video as it plays: one record per hop, as soon as its frame arrives.
 
 Two pieces. `frames(source, size)` reads a file, a camera, a URL or stdin with OpenCV and yields each
-frame with its time as it is decoded. `stream_records(clf, frames, …)` sends each frame through the
-per-frame part of the model (`model.frame_features`) once, keeps those results for the last span in a
+frame with its time as it is decoded. `stream_records(clf, frames, …)` labels them. A checkpoint
+trained for streams (`train --online`) makes one recurrent step per frame and carries its state
+(vidclf/framestep.py): a record costs one frame. Any other sends each frame through the per-frame
+part of the model (`model.frame_features`) once, keeps those results for the last clip span in a
 ring buffer, and each hop reruns only what depends on where the window starts
 (`model.sequence_features`): a record costs about one frame's CNN, not a whole clip's.
 """
@@ -21,6 +23,8 @@ import torch
 from vidclf.data import video
 from vidclf.checkpoint import Classifier
 from vidclf.device import autocast
+from vidclf.framestep import Stepper
+from vidclf.models import can_step
 from vidclf.predict import topk_record
 from vidclf.preprocess import Preprocess, to_model_input
 from vidclf.data.video import VideoError
@@ -121,6 +125,7 @@ class RingBuffer:
         self.model, self.pre, self.device, self.dtype = model, pre, device, dtype
         self.stride = pre.frame_stride
         self.span = (pre.num_frames - 1) * pre.frame_stride + 1  # frames one window covers
+        self.first_record = self.span - 1  # frames before the first record
         self.frames: dict[int, torch.Tensor] = {}  # frame index → uint8 (3, H, W) on the device
         self.features: dict[int, torch.Tensor] = {}  # frame index → frame_features with its true difference
         self.first: dict[int, torch.Tensor] = {}  # frame index → frame_features as a window's first frame
@@ -157,34 +162,61 @@ class RingBuffer:
 
 def stream_records(clf: Classifier, frames: Iterable[tuple[float, np.ndarray]], *, device: torch.device,
                    hop_s: float | None = None, hop_frames: int | None = None, top_k: int = 5,
-                   dtype: torch.dtype | None = None) -> Iterator[dict]:
-    """{time, label, score, topk} (and a multi-label model's labels present) for the last clip span each
-    hop, as soon as the hop's frame arrives.
+                   dtype: torch.dtype | None = None, stepwise: bool | None = None,
+                   reset_s: float | None = None) -> Iterator[dict]:
+    """{time, label, score, topk} (and a multi-label model's labels present) each hop, as soon as the hop's
+    frame arrives: see `stream_probs`."""
+    for t, probs in stream_probs(clf, frames, device=device, hop_s=hop_s, hop_frames=hop_frames, dtype=dtype,
+                                 stepwise=stepwise, reset_s=reset_s):
+        record = topk_record("", probs, clf.classes, top_k, thresholds=clf.thresholds)
+        del record["path"], record["error"]
+        yield {"time": round(t, 3), **record}
 
-    The span is the last `num_frames` frames at the model's `frame_stride`; the first record comes
-    once a whole span has arrived (a source shorter than a span gives none). Give one hop: every
-    `hop_frames` frames, or the first frame at least `hop_s` seconds (by frame time) after the last
-    record. `frames` yields (time, uint8 (size, size, 3) RGB) at the checkpoint's size, as `frames()` does.
+
+def stepwise_default(clf: Classifier) -> bool:
+    """How a checkpoint reads a stream unless told: one recurrent step a frame if it was trained for
+    streams (`train --online`), else by windows of its clip span, as it was trained."""
+    return clf.online and can_step(clf.model)
+
+
+def stream_probs(clf: Classifier, frames: Iterable[tuple[float, np.ndarray]], *, device: torch.device,
+                 hop_s: float | None = None, hop_frames: int | None = None, dtype: torch.dtype | None = None,
+                 stepwise: bool | None = None, reset_s: float | None = None) -> Iterator[tuple[float, torch.Tensor]]:
+    """(time, class probabilities on the CPU) each hop, as soon as the hop's frame arrives.
+
+    `stepwise` (default: `stepwise_default`) makes one recurrent step per frame with the state carried
+    from the first frame on (vidclf/framestep.py), restarted every `reset_s` seconds if given, and a record
+    is possible from the first frame. Otherwise each record is of the last clip span, the last
+    `num_frames` frames at the model's `frame_stride`, and the first comes once a whole span has arrived
+    (a source shorter than a span gives none). Give one hop: every `hop_frames` frames, or the first
+    frame at least `hop_s` seconds (by frame time) after the last record. `frames` yields (time, uint8
+    (size, size, 3) RGB) at the checkpoint's size, as `frames()` does.
     """
     if (hop_s is None) == (hop_frames is None):
         raise ValueError("give exactly one of hop_s and hop_frames")
     if (hop_s is not None and hop_s <= 0) or (hop_frames is not None and hop_frames < 1):
         raise ValueError(f"the hop should be positive, got hop_s={hop_s}, hop_frames={hop_frames}")
+    stepwise = stepwise_default(clf) if stepwise is None else stepwise
+    if stepwise and not can_step(clf.model):
+        raise ValueError(f"{clf.path}: this architecture cannot read a stream frame by frame "
+                         "(only forward-reading recurrent models can)")
+    if reset_s is not None and not (stepwise and reset_s > 0):
+        raise ValueError(f"a reset every {reset_s} s needs a positive time and a model stepping frame by frame")
     size = clf.preprocess.size
-    ring = RingBuffer(clf.model, clf.preprocess, device, dtype)
-    last_index, last_time = None, 0.0
+    reader = (Stepper if stepwise else RingBuffer)(clf.model, clf.preprocess, device, dtype)
+    last_index, last_time, reset_time = None, 0.0, 0.0
     for index, (t, frame) in enumerate(frames):
         if frame.shape != (size, size, 3):
             raise ValueError(f"frames should be ({size}, {size}, 3) as the checkpoint expects, got {frame.shape}")
-        ring.add(index, frame)
-        if index < ring.span - 1:
+        if reset_s is not None and t - reset_time + 1e-6 >= reset_s:
+            reader.reset()
+            reset_time = t
+        reader.add(index, frame)
+        if index < reader.first_record:
             continue
         if last_index is not None:
             waited = index - last_index if hop_frames else t - last_time + 1e-6  # times in ms: 0.24 − 0.04 < 0.2
             if waited < (hop_frames or hop_s):
                 continue
         last_index, last_time = index, t
-        probs = clf.probabilities(ring.logits(index)).cpu()
-        record = topk_record("", probs, clf.classes, top_k, thresholds=clf.thresholds)
-        del record["path"], record["error"]
-        yield {"time": round(t, 3), **record}
+        yield t, clf.probabilities(reader.logits(index)).cpu()

@@ -12,6 +12,10 @@ Two tasks:
 - ``"multi"`` (multi-label): two shapes, each moving as a ``"motion"`` class or still; a clip's labels
   are the motions in it (two, one or none), listed in a manifest ``labels.csv``.
 
+- ``"stream"``: for recurrent models on live streams (``train --online``): clips of the motion
+  classes for training, and long videos (`write_streams`) in which one scene's motion changes every
+  2–5 s, each with its label for every frame.
+
 Rendering is numpy plus OpenCV's ``warpAffine`` (with ``BORDER_WRAP``) and takes well under a
 millisecond per frame at 64x64.
 """
@@ -20,14 +24,16 @@ from __future__ import annotations
 
 import itertools
 import math
+from typing import Sequence
 from pathlib import Path
 
 import numpy as np
 
 CLASSES: tuple[str, ...] = ("down", "left", "right", "rotate_ccw", "rotate_cw", "up")
 SPEED_CLASSES: tuple[str, ...] = ("fast", "normal")
-TASKS: dict[str, tuple[str, ...]] = {"motion": CLASSES, "speed": SPEED_CLASSES, "multi": CLASSES}
+TASKS: dict[str, tuple[str, ...]] = {"motion": CLASSES, "speed": SPEED_CLASSES, "multi": CLASSES, "stream": CLASSES}
 MULTI_SHAPES = 2  # shapes in every clip of the multi-label task
+STREAM_SEGMENT_S = (2.0, 5.0)  # in a long stream the motion changes after a random 2–5 s
 SPEED_FACTOR = 3.5  # how many times faster "fast" clips move than "normal" ones
 
 # Unit direction (dx, dy) in image coordinates (y grows downwards) of each translation class.
@@ -101,22 +107,26 @@ def _warp(layer: np.ndarray, angle_deg: float, dx: float, dy: float, size: int) 
     return cv2.warpAffine(layer, m, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_WRAP)
 
 
-def _sprite_path(name: str, frames: int, size: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """A sprite layer (H, W, 4: colour and alpha) and its pose in each frame (T, 3: angle, x, y), moving
-    as class `name` does; any other name (``"still"``) keeps only the small wobble every class has."""
+def _sprite_path(names: Sequence[str], size: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """A sprite layer (H, W, 4: colour and alpha) and its pose in each frame (T, 3: angle, x, y): between
+    frames t and t + 1 it moves as class names[t] does (one name throughout: a clip of one class; names
+    that change: a stream whose shape, speed and spin stay); any other name (``"still"``) keeps only the
+    small wobble every class has."""
+    frames = len(names)
     image, alpha = _sprite(rng, size)
     layer = np.concatenate([image, alpha[..., None]], axis=2)  # (H, W, 4): colour and alpha
     x0, y0 = rng.uniform(0, size, size=2)  # start offset of the shape's centre (wraps around)
     angle0 = rng.uniform(0, 360)
     speed = rng.uniform(0.03, 0.05) * size  # pixels per frame (1.9-3.2 px at 64x64)
     spin = rng.uniform(7.0, 13.0)  # degrees per frame
-    dx_dir, dy_dir = _DIRECTIONS.get(name, (0.0, 0.0))
+    # Where the moves before frame t took the shape (exact integers: one class's clip is x0 + dx·speed·t).
     # Rotation: OpenCV angles are counter-clockwise on screen.
-    turn = {"rotate_ccw": spin, "rotate_cw": -spin}.get(name, 0.0)
+    moves = np.array([[*_DIRECTIONS.get(n, (0.0, 0.0)), {"rotate_ccw": 1.0, "rotate_cw": -1.0}.get(n, 0.0)]
+                      for n in names])  # (T, 3): dx, dy, turn
+    done = np.concatenate([np.zeros((1, 3)), np.cumsum(moves[:-1], axis=0)])  # (T, 3)
     jitter = rng.uniform(-0.15, 0.15, size=(frames, 2)) * speed  # small wobble, same for every class
-    t = np.arange(frames)
-    return layer, np.stack([angle0 + turn * t, x0 + dx_dir * speed * t + jitter[:, 0],
-                            y0 + dy_dir * speed * t + jitter[:, 1]], axis=1)
+    return layer, np.stack([angle0 + spin * done[:, 2], x0 + speed * done[:, 0] + jitter[:, 0],
+                            y0 + speed * done[:, 1] + jitter[:, 1]], axis=1)
 
 
 def _composite(background: np.ndarray, sprites: list[tuple[np.ndarray, np.ndarray]], size: int) -> np.ndarray:
@@ -141,8 +151,14 @@ def _dark_background(rng: np.random.Generator, size: int) -> np.ndarray:
 
 
 def _render_motion(name: str, frames: int, size: int, rng: np.random.Generator) -> np.ndarray:
+    return _render_moves([name] * frames, size, rng)
+
+
+def _render_moves(names: list[str], size: int, rng: np.random.Generator) -> np.ndarray:
+    """One scene whose shape makes move names[t] between frames t and t + 1: a clip of one class, or
+    a stream whose motion changes while the scene stays."""
     background = _dark_background(rng, size)
-    return _composite(background, [_sprite_path(name, frames, size, rng)], size)
+    return _composite(background, [_sprite_path(names, size, rng)], size)
 
 
 def render_multi(names: tuple[str, ...], *, frames: int = 16, size: int = 64, rng: np.random.Generator) -> np.ndarray:
@@ -152,7 +168,7 @@ def render_multi(names: tuple[str, ...], *, frames: int = 16, size: int = 64, rn
     if len(names) > MULTI_SHAPES or len(set(names)) < len(names) or not set(names) <= set(CLASSES):
         raise ValueError(f"names should be at most {MULTI_SHAPES} different classes of {CLASSES}, got {names}.")
     background = _dark_background(rng, size)
-    sprites = [_sprite_path(name, frames, size, rng) for name in names + ("still",) * (MULTI_SHAPES - len(names))]
+    sprites = [_sprite_path([name] * frames, size, rng) for name in names + ("still",) * (MULTI_SHAPES - len(names))]
     return _composite(background, [sprites[i] for i in rng.permutation(len(sprites))], size)
 
 
@@ -197,7 +213,7 @@ def render_clip(
         raise ValueError(f"frames should be >= 1 and size >= 8, got frames={frames}, size={size}.")
     if task == "multi":
         raise ValueError("a multi clip has a set of labels: use render_multi")
-    render = _render_motion if task == "motion" else _render_speed
+    render = _render_speed if task == "speed" else _render_motion
     return render(classes[label], frames, size, rng)
 
 
@@ -284,3 +300,42 @@ def _write_video(path: Path, clip: np.ndarray, fps: float) -> Path:
     finally:
         writer.release()
     return path
+
+
+def stream_labels(frames: int, fps: float, rng: np.random.Generator, classes: tuple[str, ...] = CLASSES) -> list[str]:
+    """A label for each of `frames` frames: a class held for 2–5 s, then another, until the end."""
+    labels: list[str] = []
+    current = None
+    while len(labels) < frames:
+        current = str(rng.choice([c for c in classes if c != current]))
+        labels += [current] * max(1, round(rng.uniform(*STREAM_SEGMENT_S) * fps))
+    return labels[:frames]
+
+
+def write_streams(folder: str | Path, *, count: int = 2, seconds: float = 60.0, size: int = 64, fps: float = 25.0,
+                  seed: int = 0, classes: int | None = None) -> list[Path]:
+    """Write ``folder/stream_<i:03d>.mp4`` and beside each ``stream_<i:03d>.labels.csv`` (header
+    ``frame,label``, one row per frame from 0): long videos whose motion changes at random times
+    among the first `classes` classes (all six by default)."""
+    import csv
+
+    if count < 1 or seconds <= 0:
+        raise ValueError(f"count should be >= 1 and seconds > 0, got count={count}, seconds={seconds}.")
+    if not 2 <= (classes or len(CLASSES)) <= len(CLASSES):
+        raise ValueError(f"a stream needs between 2 and {len(CLASSES)} classes to change between, got {classes}.")
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i in range(count):
+        rng = np.random.default_rng([seed, list(TASKS).index("stream"), 1_000, i])
+        labels = stream_labels(max(1, round(seconds * fps)), fps, rng, CLASSES[: classes or len(CLASSES)])
+        path = folder / f"stream_{i:03d}.mp4"
+        # A frame's label is the motion that brought the scene to it from the frame before: the move
+        # between frames t and t + 1 is frame t + 1's label (frame 0, with none before it, has the first's).
+        _write_video(path, _render_moves(labels[1:] + labels[-1:], size, rng), fps)
+        with open(folder / f"stream_{i:03d}.labels.csv", "w", newline="", encoding="utf-8") as f:
+            writer = csv.writer(f)
+            writer.writerow(["frame", "label"])
+            writer.writerows(enumerate(labels))
+        paths.append(path)
+    return paths

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from rich.console import Console
 from rich.markup import escape
 
-from vidclf import checkpoint, distributed, start
+from vidclf import checkpoint, distributed, online, start
 from vidclf.boardlog import BoardLog
 from vidclf.data.datasets import Batch
 from vidclf.device import autocast, resolve_device
@@ -216,6 +216,26 @@ class Trainer:
         torch.manual_seed(seed)  # dropout draws, replayable on resume
         gen = torch.Generator(device=run.device).manual_seed(seed)
         clips, lengths, labels = (t.to(run.device, non_blocking=True) for t in (batch.clips, batch.lengths, batch.labels))
+        run.optimizer.zero_grad(set_to_none=True)
+        if run.cfg.online:
+            loss, accuracy = self.sequences_backward(clips, lengths, labels, gen)
+            correct = accuracy * len(labels)  # counted as clips: train_acc is the per-frame accuracy
+        else:
+            loss, correct = self.clips_backward(clips, lengths, labels, gen)
+        run.scaler.step(run.optimizer)
+        run.scaler.update()
+        self.lr = run.optimizer.param_groups[0]["lr"]  # the rate this step used
+        with warnings.catch_warnings():  # fp16: a step the scaler skipped still counts in the schedule
+            warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step()` before")
+            run.scheduler.step()
+        self.steps += 1
+        n = len(labels)
+        return torch.stack([loss.detach().double() * n, correct.double()]), n
+
+    def clips_backward(self, clips: torch.Tensor, lengths: torch.Tensor, labels: torch.Tensor,
+                       gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """Forward and backward on a batch of clips; returns (loss, clips right: the label, or the exact label set)."""
+        run = self.run
         x = to_model_input(channels_first(clips), lengths, run.pre, generator=gen, hflip=run.cfg.hflip)
         if run.cfg.compile:
             torch.compiler.cudagraph_mark_step_begin()  # the previous step's graph outputs are done
@@ -226,18 +246,20 @@ class Trainer:
         with autocast(run.device, run.dtype):
             logits = run.net(x, lengths)
             loss = self.loss(logits.float(), labels, mixed)
-        run.optimizer.zero_grad(set_to_none=True)
         run.scaler.scale(loss).backward()
-        run.scaler.step(run.optimizer)
-        run.scaler.update()
-        self.lr = run.optimizer.param_groups[0]["lr"]  # the rate this step used
-        with warnings.catch_warnings():  # fp16: a step the scaler skipped still counts in the schedule
-            warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step()` before")
-            run.scheduler.step()
-        self.steps += 1
-        n = len(labels)
         correct = exact_sets(logits.detach(), labels) if run.multi_label else (logits.detach().argmax(1) == labels).sum()
-        return torch.stack([loss.detach().double() * n, correct.double()]), n
+        return loss, correct
+
+    def sequences_backward(self, clips: torch.Tensor, lengths: torch.Tensor, labels: torch.Tensor,
+                           gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """--online: the batch's clips joined into streams, a label per frame, truncated backpropagation
+        (online.py); returns (mean loss per frame, per-frame accuracy)."""
+        run, cfg = self.run, self.run.cfg
+        seqs = online.join_clips(clips, lengths, labels, run.pre, per_sequence=cfg.sequence_clips, grace=cfg.grace,
+                                 generator=gen, hflip=cfg.hflip)
+        return online.backward_sequences(run.model, seqs, chunk=cfg.chunk, backward=lambda loss: run.scaler.scale(loss).backward(),
+                                         device=run.device, dtype=run.dtype, weight=run.loss_weights,
+                                         label_smoothing=cfg.label_smoothing)
 
     def loss(self, logits: torch.Tensor, labels: torch.Tensor, mixed: Mixed | None = None) -> torch.Tensor:
         """The training loss (`Run.criterion`: cross-entropy, or multi-label BCE); for mixed clips, the mix of

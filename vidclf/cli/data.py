@@ -14,26 +14,36 @@ from vidclf.cli.common import (CacheDir, DecodeTimeout, Quiet, ReportFormat, Rep
 @app.command()
 def synth(
     folder: Annotated[Path, typer.Argument(help="Where to write <class>/<clip>.mp4.")] = Path("data"),
-    task: Annotated[str, typer.Option(help="motion (direction/rotation classes), speed (1× vs fast) or multi "
-                                           "(multi-label: two shapes, each moving or still; FOLDER/labels.csv).")] = "motion",
+    task: Annotated[str, typer.Option(help="motion (direction/rotation classes), speed (1× vs fast), multi "
+                                           "(multi-label: two shapes, each moving or still; FOLDER/labels.csv), or stream: "
+                                           "motion clips in FOLDER/train and long videos whose motion changes every 2–5 s in "
+                                           "FOLDER/streams, with a .labels.csv (frame,label) each (for train --online).")] = "motion",
     classes: Annotated[Optional[int], typer.Option(help="Use only the first N classes of the task.")] = None,
     clips_per_class: Annotated[int, typer.Option(help="Clips written per class (multi: per label set).")] = 40,
     frames: Annotated[int, typer.Option(help="Frames per clip.")] = 16,
     size: Annotated[int, typer.Option(help="Frame width and height in pixels.")] = 64,
     seed: Annotated[int, typer.Option(help="Same seed, same videos.")] = 0,
+    streams: Annotated[int, typer.Option(help="With --task stream: long videos written.")] = 2,
+    stream_seconds: Annotated[float, typer.Option(help="With --task stream: the length of each long video.")] = 60.0,
     quiet: Quiet = False,
     verbose: Verbose = False,
 ) -> None:
     """Write the embedded dataset: clips whose classes differ only in how things move."""
     with errors(verbose):
         from vidclf.output import stderr
-        from vidclf.synth import write_dataset
+        from vidclf.synth import write_dataset, write_streams
 
-        written = write_dataset(folder, task=task, classes=classes, clips_per_class=clips_per_class,
+        clips = folder / "train" if task == "stream" else folder
+        written = write_dataset(clips, task=task, classes=classes, clips_per_class=clips_per_class,
                                 frames=frames, size=size, seed=seed)
         if not quiet:
-            stderr.print(f"wrote {len(written)} clips to {folder}" +
+            stderr.print(f"wrote {len(written)} clips to {clips}" +
                          (f"; train with --data {folder / 'labels.csv'}" if task == "multi" else ""))
+        if task == "stream":
+            long = write_streams(folder / "streams", count=streams, seconds=stream_seconds, size=size, seed=seed,
+                                 classes=classes)
+            if not quiet:
+                stderr.print(f"wrote {len(long)} streams of {stream_seconds:g} s with their frame labels to {folder / 'streams'}")
 
 
 @app.command()

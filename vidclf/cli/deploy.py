@@ -20,6 +20,8 @@ def export(
     model: Checkpoint = None,
     format: Annotated[str, typer.Option("--format", "-f", help="onnx (needs pip install 'vidclf[export]') or torchscript.")] = "onnx",
     check: Annotated[Optional[list[Path]], typer.Option(help="Videos to check the exported file on (repeatable). [default: 3 clips of the training data]")] = None,
+    step: Annotated[bool, typer.Option(help="Export one step of a recurrent model for live streams: a uint8 frame and the state in, "
+                                            "the logits and the next state out (checked against `stream` over whole streams).")] = False,
     quiet: Quiet = False,
     verbose: Verbose = False,
 ) -> None:
@@ -33,12 +35,29 @@ def export(
 
         clf, _ = load_classifier(model, "cpu", quiet)
         videos = check if check is not None else _training_clips(clf.path)
-        report = export_model(clf, fmt=format, output=output, check_videos=videos)
+        if step:
+            report = _export_step(clf, format, output, videos)
+        else:
+            report = export_model(clf, fmt=format, output=output, check_videos=videos)
         if not quiet:
-            stderr.print(f"wrote {report['path']} ({report['bytes'] / 1e6:.1f} MB); on {report['clips']} clips at "
+            checked = f"{report['frames']}-frame streams" if step else f"{report['clips']} clips"
+            stderr.print(f"wrote {report['path']} ({report['bytes'] / 1e6:.1f} MB); on {checked} at "
                          f"batch sizes {report['batch_sizes']} its {report['output']} differ from PyTorch's by at most "
                          f"{report['max_abs_diff']:.1e}")
         print(json.dumps(report))
+
+
+def _export_step(clf, fmt: str, output: Path, videos: list) -> dict:
+    """export --step, checked on the first frames of `videos` as streams."""
+    import itertools
+
+    import numpy as np
+
+    from vidclf.export_step import CHECK_FRAMES, export_step
+    from vidclf.stream import frames
+
+    streams = [np.stack([f for _, f in itertools.islice(frames(str(v), clf.preprocess.size), CHECK_FRAMES)]) for v in videos]
+    return export_step(clf, fmt=fmt, output=output, check_streams=streams)
 
 
 def _training_clips(path: Path) -> list[str]:
@@ -64,14 +83,18 @@ def stream(
     top_k: Annotated[int, typer.Option(help="Labels listed per record.")] = 3,
     reconnect_tries: Annotated[int, typer.Option(min=1, help="Attempts to (re)open a live URL before giving up.")] = 3,
     threshold: Threshold = None,
+    reset_every: Annotated[Optional[float], typer.Option(min=0.001, help="Seconds between restarts of the recurrent state "
+                                                                     "(checkpoints trained --online). [default: never]")] = None,
+    windows: Annotated[bool, typer.Option(help="Label clip windows even with a checkpoint trained --online (as for the others).")] = False,
     device: Device = "auto",
     precision: Precision = "auto",
     quiet: Quiet = False,
     verbose: Verbose = False,
 ) -> None:
-    """Classify a video as it plays: every --hop seconds one jsonl record (time, label, score, topk) for the
-    last clip span, flushed at once (a multi-label model's also lists every label present); Ctrl-C or the end of
-    the stream stops it."""
+    """Classify a video as it plays: every --hop seconds one jsonl record (time, label, score, topk), flushed at
+    once (a multi-label model's also lists every label present); Ctrl-C or the end of the stream stops it. A
+    checkpoint trained --online makes one recurrent step per frame and carries its state; the others label the
+    last clip span."""
     with errors(verbose):
         from vidclf.device import autocast_dtype
         from vidclf.output import emit
@@ -80,8 +103,8 @@ def stream(
         clf, dev = load_classifier(model, device, quiet)
         set_threshold(clf, threshold)
         source_frames = frames(source, clf.preprocess.size, reconnect_tries=reconnect_tries)
-        records = stream_records(clf, source_frames, device=dev, hop_s=hop, top_k=top_k,
-                                 dtype=autocast_dtype(dev, precision))
+        records = stream_records(clf, source_frames, device=dev, hop_s=hop, top_k=top_k, dtype=autocast_dtype(dev, precision),
+                                 stepwise=False if windows else None, reset_s=reset_every)
         try:
             emit(records, "jsonl")
         except KeyboardInterrupt:  # the usual way to stop a live stream: not an error

@@ -37,6 +37,8 @@ def evaluate(
     neighbours: Annotated[bool, typer.Option(help="Also each shown video's nearest training videos by embedding "
                                                   "(embeds the whole train split).", rich_help_panel="Report")] = False,
     batch_size: Annotated[int, typer.Option(help="Clips per batch.")] = 16,
+    timeline: Annotated[bool, typer.Option(help="Score a label for every frame of long videos: each video under --data with "
+                                                "NAME.labels.csv (frame,label) beside it, labelled as predict --timeline does.")] = False,
     workers: Workers = None,
     decode_timeout: DecodeTimeout = 60.0,
     device: Device = "auto",
@@ -48,6 +50,9 @@ def evaluate(
     multi-label model mAP, per-label AP and precision/recall/F1 at its thresholds, and exact label sets."""
     with errors(verbose):
         import json
+
+        if timeline:
+            return _evaluate_timeline(model, data, device, precision, format, quiet)
 
         from rich.markup import escape
 
@@ -113,6 +118,39 @@ def evaluate(
                           workers=default_workers() if workers is None else workers, quiet=quiet)
         if report["failed"]:
             raise typer.Exit(1)
+
+
+def _evaluate_timeline(model, data: Optional[str], device: str, precision: str, format, quiet: bool) -> None:
+    """evaluate --timeline: per-frame accuracy, right 16 frames after a change, and frames until a change is followed."""
+    import json
+
+    from vidclf.device import autocast_dtype
+    from vidclf.output import stderr, stdout
+    from vidclf.timeline import evaluate_timelines
+
+    if data is None:
+        raise typer.BadParameter("needs --data FOLDER of videos with NAME.labels.csv beside them", param_hint="--timeline")
+    clf, dev = load_classifier(model, device, quiet)
+    report = evaluate_timelines(data, clf, device=dev, dtype=autocast_dtype(dev, precision))
+    if format is ReportFormat.json:
+        print(json.dumps(report, ensure_ascii=False, indent=2))
+    else:
+        def cell(value, digits: int = 3) -> str:
+            return "" if value is None else f"{value:.{digits}f}"
+
+        from rich.table import Table
+
+        table = Table(title=f"per frame ({'one recurrent step a frame' if report['stepwise'] else 'the clip ending at each frame'})")
+        for col in ("video", "frames", "accuracy", "16 after a change", "from 16 after on", "frames to follow", "changes"):
+            table.add_column(col, justify="left" if col == "video" else "right")
+        for r in report["videos"] + [{"path": "all", **report}]:
+            table.add_row(r["path"], str(r["frames"]), cell(r["accuracy"]), cell(r["after_change"]), cell(r["settled"]),
+                          cell(r["follow_frames"], 1), str(r["changes"]))
+        stdout.print(table)
+    for failure in report["failed"]:
+        stderr.print(f"[red]unreadable[/] {failure['error']}", highlight=False)
+    if report["failed"]:
+        raise typer.Exit(1)
 
 
 def _split(source: str, split: str, clf, trained: dict):

@@ -34,6 +34,9 @@ def predict(
     format: Annotated[Optional[Format], typer.Option("--format", "-f", help="[default: table on a terminal, jsonl in a pipe]")] = None,
     window: Annotated[Optional[float], typer.Option(help="Also label each window of this many seconds.")] = None,
     stride: Annotated[Optional[float], typer.Option(help="Seconds between window starts. [default: --window]")] = None,
+    timeline: Annotated[bool, typer.Option(help="Label every frame: a timeline of segments (start, end, label, score) per video; one "
+                                                "recurrent step a frame for checkpoints trained --online, else the clip ending at each frame.")] = False,
+    min_segment: Annotated[float, typer.Option(min=0.0, help="--timeline: a label shorter than this many seconds keeps the one before it.")] = 0.0,
     clips: Clips = 3, crops: Crops = 1, threshold: Threshold = None,
     shard: Shard = None, output: Output = None, resume: Resume = False, batch_size: BatchSize = 16,
     workers: Lanes = None, decode_timeout: DecodeTimeout = 60.0, device: Device = "auto",
@@ -50,9 +53,12 @@ def predict(
         paths = _pending(inputs, shard, output, resume, quiet)
         clf, dev = load_classifier(model, device, quiet)
         set_threshold(clf, threshold)
-        records = predict_records(paths, clf, device=dev, dtype=autocast_dtype(dev, precision), batch_size=batch_size,
-                                  workers=workers, top_k=top_k, decoder=Decoder(decode_timeout or None),
-                                  window=window, stride=stride, views=(clips, crops))
+        if timeline:
+            records = _timeline(paths, clf, dev, autocast_dtype(dev, precision), top_k, window, min_segment)
+        else:
+            records = predict_records(paths, clf, device=dev, dtype=autocast_dtype(dev, precision), batch_size=batch_size,
+                                      workers=workers, top_k=top_k, decoder=Decoder(decode_timeout or None),
+                                      window=window, stride=stride, views=(clips, crops))
         fmt = "jsonl" if output else (format.value if format else default_format())
         _write(records, len(paths), fmt, output, resume, quiet, multi_label=clf.multi_label)
 
@@ -83,6 +89,14 @@ def embed(
         records = embed_files(paths, clf, device=dev, dtype=autocast_dtype(dev, precision), batch_size=batch_size,
                               workers=workers, decoder=Decoder(decode_timeout or None), views=(clips, crops))
         _write(records, len(paths), format, output, resume, quiet)
+
+
+def _timeline(paths, clf, device, dtype, top_k: int, window: Optional[float], min_segment: float):
+    from vidclf.timeline import timeline_records
+
+    if window is not None:
+        raise typer.BadParameter("give --timeline or --window, not both", param_hint="--timeline")
+    return timeline_records(paths, clf, device=device, dtype=dtype, top_k=top_k, min_segment_s=min_segment)
 
 
 def _pending(inputs: list[str], shard: Optional[str], output: Optional[Path], resume: bool, quiet: bool) -> list[str]:

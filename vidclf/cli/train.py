@@ -67,6 +67,14 @@ def train(
     save_every: Annotated[float, typer.Option(help="Minutes between writes of last.pt within an epoch (bounds the work a kill loses; 0: only at epoch ends).")] = 10.0,
     resume: Annotated[Optional[Path], typer.Option(help="Continue the run of this last.pt (its settings are kept).")] = None,
     tensorboard: Annotated[bool, typer.Option(help="Write TensorBoard curves into the run folder (pip install 'vidclf[tensorboard]').")] = False,
+    online: Annotated[bool, typer.Option(help="Train for live streams: clips joined end to end, a label for every frame, truncated "
+                                              "backpropagation; `stream` then makes one recurrent step per frame.", rich_help_panel="Streams")] = False,
+    sequence_clips: Annotated[int, typer.Option(help="--online: clips joined into one training sequence (--batch-size counts sequences).",
+                                                rich_help_panel="Streams")] = 8,
+    chunk: Annotated[int, typer.Option(help="--online: frames per chunk of truncated backpropagation; the state is carried across.",
+                                       rich_help_panel="Streams")] = 16,
+    grace: Annotated[int, typer.Option(help="--online: frames after a change of label left out of the loss.",
+                                       rich_help_panel="Streams")] = 0,
     quiet: Quiet = False,
     verbose: Verbose = False,
 ) -> None:

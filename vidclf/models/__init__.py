@@ -7,7 +7,9 @@ dataclass that rebuilds it (`build_model(name, n, **asdict(model.config))`), and
 classifier a new set of classes replaces. `weights_preprocess(name, pretrained)` says how frames must look
 for an architecture's pretrained weights (mean, std, size, frames), or None.
 
-Recurrent: cnn-lstm (cnn_lstm.py), convgru, convlstm, convrnn (conv_recurrent.py). torchvision's Kinetics-400
+Recurrent: cnn-lstm (cnn_lstm.py), convgru, convlstm, convrnn (conv_recurrent.py). Those that read forwards
+(`can_step`) also read a stream frame by frame: `initial_state(frame)` and `forward_steps(x, state)` →
+(logits after every frame, the next state), the state a tuple of batch-first tensors passed in and out. torchvision's Kinetics-400
 networks (video_nets.py): r3d_18, mc3_18, r2plus1d_18, s3d, mvit_v2_s, swin3d_t. Shared weight loading and
 first-conv widening: weights.py.
 """
@@ -44,6 +46,12 @@ def lengths_or_full(x: torch.Tensor, lengths: torch.Tensor | None) -> torch.Tens
     if lengths is not None:
         return lengths
     return torch.full((x.shape[0],), x.shape[1], dtype=torch.long, device=x.device)
+
+
+def can_step(model: nn.Module) -> bool:
+    """Whether `model` reads a stream one frame at a time, its state carried (`initial_state`,
+    `forward_steps`): the recurrent models that read forwards; not the 3D networks, which see whole clips."""
+    return getattr(model, "stepwise", False)
 
 
 def build_model(name: str, num_classes: int, **config) -> nn.Module:

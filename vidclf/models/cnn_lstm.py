@@ -129,6 +129,50 @@ class CnnLstm(nn.Module):
         last = (lengths - 1).clamp(min=0).view(-1, 1, 1).expand(-1, 1, out.shape[2])
         return out.gather(1, last).squeeze(1)
 
+    @property
+    def stepwise(self) -> bool:
+        """Whether the model can read a stream frame by frame (a backward direction needs the whole clip)."""
+        return not self.config.bidirectional
+
+    def initial_state(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """The state before a stream's first frame, for model input frames like x (B, C, H, W); all zeros.
+
+        Batch-first tensors: the recurrent layer's h (and the LSTM's c) as (B, layers, hidden), then the
+        last frame's features (B, feature_size) and whether there was a last frame (B, 1): the first
+        frame's feature change is zero, as a clip's first frame's is.
+        """
+        c, B = self.config, x.shape[0]
+        self._check_stepwise()
+        h = x.new_zeros(B, c.num_layers, c.hidden_size)
+        cell = (h, torch.zeros_like(h)) if c.rnn == "lstm" else (h,)
+        return (*cell, x.new_zeros(B, c.feature_size), x.new_zeros(B, 1))
+
+    def forward_steps(self, x: torch.Tensor, state: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
+        """(B, T, C, H, W) from `state` → logits after every frame (B, T, classes), and the state after the last.
+
+        From `initial_state`, step T's logits equal `forward` on the first T frames; carried on, the
+        next call continues the same sequence, so a stream of any length costs one frame per frame.
+        """
+        self._check_stepwise()
+        *cell, last, seen = state
+        seq = self.frame_features(x)  # (B, T, feature_size)
+        if self.config.motion_features:
+            before = torch.cat([last[:, None], seq[:, :-1]], dim=1)  # (B, T, feature_size): each frame's previous
+            first = torch.cat([seen[:, None], seen.new_ones(seq.shape[0], seq.shape[1] - 1, 1)], dim=1)  # (B, T, 1)
+            seq_in = torch.cat([seq, (seq - before) * first], dim=2)  # as sequence_features: no change before frame 0
+        else:
+            seq_in = seq
+        hx = tuple(s.transpose(0, 1).contiguous() for s in cell)  # (B, layers, hidden) → (layers, B, hidden)
+        out, hx = self.rnn(seq_in, hx if len(hx) == 2 else hx[0])  # (B, T, hidden)
+        hx = hx if isinstance(hx, tuple) else (hx,)
+        cell = tuple(s.transpose(0, 1) for s in hx)
+        return self.forward_head(out), (*cell, seq[:, -1], torch.ones_like(seen))
+
+    def _check_stepwise(self) -> None:
+        if not self.stepwise:
+            raise ValueError("a bidirectional recurrent layer reads each clip backwards from its end: "
+                             "it cannot read a stream frame by frame")
+
     def forward_features(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         """(B, T, C, H, W), lengths (B,) or None (all T) → (B, hidden): the state after each clip's own last frame."""
         return self.sequence_features(self.frame_features(x), lengths)

@@ -65,6 +65,7 @@ class ConvGRUCell(nn.Module):
     """z = σ(Wz∗x + Uz∗h + bz), r = σ(Wr∗x + Ur∗h + br), h' = z⊙h + (1−z)⊙tanh(Wh∗x + Uh∗(r⊙h) + bh)."""
 
     gates = 3  # input convolutions: Wz, Wr, Wh (with the biases)
+    state_tensors = 1  # h
 
     def __init__(self, in_channels: int, hidden: int, kernel: int):
         super().__init__()
@@ -93,6 +94,7 @@ class ConvLSTMCell(nn.Module):
     c' = σ(f)⊙c + σ(i)⊙tanh(g), h' = σ(o)⊙tanh(c')."""
 
     gates = 4
+    state_tensors = 2  # h, c
 
     def __init__(self, in_channels: int, hidden: int, kernel: int):
         super().__init__()
@@ -118,6 +120,7 @@ class ConvRNNCell(nn.Module):
     """The vanilla recurrent CNN: h' = tanh(Wx∗x + Wh∗h + b)."""
 
     gates = 1
+    state_tensors = 1  # h
 
     def __init__(self, in_channels: int, hidden: int, kernel: int):
         super().__init__()
@@ -149,12 +152,15 @@ class ConvRecurrentLayer(nn.Module):
 
     def recur(self, gx: torch.Tensor) -> torch.Tensor:
         """`input_convs` (B, T, gates·hidden, H, W) → hidden sequence (B, T, hidden, H, W), from a zero state."""
-        state = self.cell.initial_state(gx[:, 0])
+        return self.recur_from(gx, self.cell.initial_state(gx[:, 0]))[0]
+
+    def recur_from(self, gx: torch.Tensor, state):
+        """`input_convs` (B, T, gates·hidden, H, W) and the cell's state → (hidden sequence, the state after it)."""
         outputs = []
         for gx_t in gx.unbind(1):  # unbind, not gx[:, t]: one view per step, measured 2× faster
             h, state = self.cell.step(gx_t, state)
             outputs.append(h)
-        return torch.stack(outputs, dim=1)
+        return torch.stack(outputs, dim=1), state
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.recur(self.input_convs(x))
@@ -213,6 +219,40 @@ class ConvRecurrentNet(nn.Module):
         index = (lengths - 1).clamp(min=0).view(B, 1, 1, 1, 1).expand(B, 1, *seq.shape[2:])
         last = seq.gather(1, index).squeeze(1)  # (B, hidden, h, w)
         return torch.cat([pool(last) for pool in POOLS[self.config.pool]], dim=1)
+
+    stepwise = True  # every cell reads forwards: a stream can be read frame by frame
+
+    def initial_state(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """The state before a stream's first frame, for model input frames like x (B, C, H, W): zero maps.
+
+        One tensor per layer (h), two for the ConvLSTM (h, c), each (B, hidden, h, w) at the stem's size.
+        """
+        B, _, H, W = x.shape
+        for _ in range(self.config.stem_layers):  # each stem conv: 3×3, stride 2, padding 1
+            H, W = (H - 1) // 2 + 1, (W - 1) // 2 + 1
+        state: list[torch.Tensor] = []
+        for layer in self.layers:
+            init = layer.cell.initial_state(x.new_zeros(B, 1, H, W))
+            state += init if isinstance(init, tuple) else [init]
+        return tuple(state)
+
+    def forward_steps(self, x: torch.Tensor, state: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
+        """(B, T, C, H, W) from `state` → logits after every frame (B, T, classes), and the state after the last.
+
+        From `initial_state`, step T's logits equal `forward` on the first T frames; carried on, the
+        next call continues the same sequence, so a stream of any length costs one frame per frame.
+        """
+        seq, rest, after = self.frame_features(x), list(state), []
+        for i, layer in enumerate(self.layers):
+            gx = seq if i == 0 else layer.input_convs(seq)  # (B, T, gates·hidden, h, w)
+            taken, rest = rest[: layer.cell.state_tensors], rest[layer.cell.state_tensors :]
+            cell_state = tuple(taken) if len(taken) > 1 else taken[0]
+            seq, cell_state = layer.recur_from(gx, cell_state)  # (B, T, hidden, h, w)
+            after += cell_state if isinstance(cell_state, tuple) else [cell_state]
+        B, T = seq.shape[:2]
+        maps = seq.flatten(0, 1)  # (B*T, hidden, h, w)
+        features = torch.cat([pool(maps) for pool in POOLS[self.config.pool]], dim=1).view(B, T, -1)
+        return self.forward_head(features), tuple(after)
 
     def forward_features(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         """(B, T, C, H, W), lengths (B,) or None (all T) → (B, hidden × vectors per pool): the last layer's state at each clip's last frame."""
