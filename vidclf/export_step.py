@@ -76,7 +76,7 @@ def export_step(clf: Classifier, *, fmt: str, output: str | Path, check_streams:
         os.replace(tmp, output)
     finally:
         tmp.unlink(missing_ok=True)
-    return {"format": fmt, "path": str(output), "bytes": output.stat().st_size, "max_abs_diff": diff, "step": True,
+    return {"format": fmt, "path": str(output), "output": "logits", "bytes": output.stat().st_size, "max_abs_diff": diff, "step": True,
             "frames": frames.shape[1], "batch_sizes": [len(b) for b in batches],
             "seconds": round(time.perf_counter() - start, 2)}
 
