@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 
 # Small enough to train in seconds on 2 cores, big enough to have a validation split per class.
 SMALL = dict(classes=3, clips_per_class=6, frames=8, size=32, seed=0)
@@ -14,6 +15,15 @@ SMALL = dict(classes=3, clips_per_class=6, frames=8, size=32, seed=0)
 def _private_cache(tmp_path, monkeypatch):
     """Tests never write to the user's cache folder."""
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg-cache"))
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """For modules of tiny models: a second thread only waits, and on a busy 2-core machine 25× slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="session")

@@ -15,12 +15,7 @@ from vidclf.export_step import export_step
 from vidclf.stream import stream_probs
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def reload(path, fmt: str):

@@ -20,12 +20,7 @@ CPU = torch.device("cpu")
 TINY_CONV = dict(stem_channels=8, hidden_channels=(8,), kernel_sizes=(3,))
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_clips_are_joined_into_streams_with_a_label_per_frame():
