@@ -49,8 +49,6 @@ def evaluate(
     """Accuracy, top-k, per-class precision/recall/F1 and the confusion matrix of a trained model; of a
     multi-label model mAP, per-label AP and precision/recall/F1 at its thresholds, and exact label sets."""
     with errors(verbose):
-        import json
-
         if timeline:
             return _evaluate_timeline(model, data, device, precision, format, quiet)
 
@@ -83,11 +81,12 @@ def evaluate(
             missing = missing_from_split(samples, clf.classes, source=source, split=split)
             if missing and not quiet and rank.is_main:
                 stderr.print(f"[yellow]warning[/] {escape(missing.message)}", highlight=False)
+            workers = default_workers() if workers is None else workers
             run_on = dict(device=distributed.rank_device(dev, rank), dtype=autocast_dtype(dev, precision),
                           decoder=Decoder(decode_timeout or None), batch_size=batch_size)
             with progress(quiet or not rank.is_main) as bar:
                 task = bar.add_task(f"evaluating {split}", total=-(-len(samples) // rank.world))
-                report = evaluate_samples(clf, samples, k=top_k, workers=default_workers() if workers is None else workers,
+                report = evaluate_samples(clf, samples, k=top_k, workers=workers,
                                           views=(clips, crops), progress=lambda n: bar.advance(task, n),
                                           probabilities=report_dir is not None, **run_on)
             if report_dir is not None:
@@ -102,22 +101,28 @@ def evaluate(
         if not rank.is_main:
             return
         report["views"] = {"clips": clips, "crops": crops} if format is ReportFormat.json else clips * crops
-        if plot is not None:
-            from vidclf.plots import save_confusion
-
-            save_confusion(report["confusion_matrix"], clf.classes, plot)
-        if format is ReportFormat.json:
-            print(json.dumps(report, ensure_ascii=False, indent=2))
-        elif clf.multi_label:
-            _print_multilabel(report)
-        else:
-            _print_report(report, clf.classes)
+        _show(report, clf, format, plot)
         if report_dir is not None:
             _write_report(report_dir, selection, clf=clf, checkpoint=saved, evaluated=evaluated, evaluation=report, animate=animate,
-                          decoder=Decoder(decode_timeout or None), batch_size=batch_size,
-                          workers=default_workers() if workers is None else workers, quiet=quiet)
+                          decoder=Decoder(decode_timeout or None), batch_size=batch_size, workers=workers, quiet=quiet)
         if report["failed"]:
             raise typer.Exit(1)
+
+
+def _show(report: dict, clf, format: ReportFormat, plot: Optional[Path]) -> None:
+    """The metrics on stdout, as tables or JSON, and the confusion matrix as a picture if asked."""
+    import json
+
+    if plot is not None:
+        from vidclf.plots import save_confusion
+
+        save_confusion(report["confusion_matrix"], clf.classes, plot)
+    if format is ReportFormat.json:
+        print(json.dumps(report, ensure_ascii=False, indent=2))
+    elif clf.multi_label:
+        _print_multilabel(report)
+    else:
+        _print_report(report, clf.classes)
 
 
 def _evaluate_timeline(model, data: Optional[str], device: str, precision: str, format, quiet: bool) -> None:
