@@ -113,20 +113,31 @@ def export_model(clf: Classifier, *, fmt: str, output: str | Path, check_videos:
     x = _check_input(clf, check_videos)  # (N, T, C, H, W)
     example = x[torch.arange(EXPORT_BATCH) % len(x)]
     batches = [x[:1], x[torch.arange(max(len(x), EXPORT_BATCH + 1)) % len(x)]]  # neither of EXPORT_BATCH clips
+
+    def write(path: Path) -> float:
+        export = _export_onnx if fmt == "onnx" else _export_torchscript
+        run = export(model, example, path, json.dumps(metadata(clf)), name)
+        return max(float(np.abs(run(b) - _torch_logits(model, b)).max()) for b in batches)
+
+    diff = write_checked(output, write, tolerance=tolerance, what=f"{fmt} model's {name}")
+    return {"format": fmt, "path": str(output), "output": name, "bytes": output.stat().st_size, "max_abs_diff": diff,
+            "clips": len(check_videos), "batch_sizes": [len(b) for b in batches],
+            "seconds": round(time.perf_counter() - start, 2)}
+
+
+def write_checked(output: Path, write: Callable[[Path], float], *, tolerance: float, what: str) -> float:
+    """`write(path)` exports to a temporary name and returns the largest difference of the file's outputs
+    from PyTorch's; the file becomes `output` only within `tolerance`, else ExportError and nothing is left."""
     tmp = output.with_name(f".{output.name}.tmp")
     try:
-        export = _export_onnx if fmt == "onnx" else _export_torchscript
-        run = export(model, example, tmp, json.dumps(metadata(clf)), name)
-        diff = max(float(np.abs(run(b) - _torch_logits(model, b)).max()) for b in batches)
+        diff = write(tmp)
         if not diff <= tolerance:  # `not <=`: a NaN fails too
-            raise ExportError(f"{output}: the exported {fmt} model's {name} differ from PyTorch's by up to "
+            raise ExportError(f"{output}: the exported {what} differ from PyTorch's by up to "
                               f"{diff:.3g} (tolerance {tolerance:g}); nothing was written")
         os.replace(tmp, output)
     finally:
         tmp.unlink(missing_ok=True)
-    return {"format": fmt, "path": str(output), "output": name, "bytes": output.stat().st_size, "max_abs_diff": diff,
-            "clips": len(check_videos), "batch_sizes": [len(b) for b in batches],
-            "seconds": round(time.perf_counter() - start, 2)}
+    return diff
 
 
 def _check_input(clf: Classifier, videos: Sequence[str | Path]) -> torch.Tensor:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import time
 import warnings
 from copy import deepcopy
@@ -26,7 +25,7 @@ import torch
 
 from vidclf import __version__
 from vidclf.checkpoint import Classifier
-from vidclf.export import EXPORT_BATCH, FORMATS, OPSET, ExportError, _known_warnings_hidden
+from vidclf.export import EXPORT_BATCH, FORMATS, OPSET, ExportError, _known_warnings_hidden, write_checked
 from vidclf.framestep import FrameStep
 from vidclf.models import can_step
 
@@ -65,17 +64,13 @@ def export_step(clf: Classifier, *, fmt: str, output: str | Path, check_streams:
     frames = _check_frames(clf, check_streams)  # (streams, N, 3, H, W)
     example = (frames[torch.arange(EXPORT_BATCH) % len(frames), 0], *step.initial_state(EXPORT_BATCH))
     batches = [frames[:1], frames[torch.arange(max(len(frames), EXPORT_BATCH + 1)) % len(frames)]]
-    tmp = output.with_name(f".{output.name}.tmp")
-    try:
+
+    def write(path: Path) -> float:
         export = _onnx if fmt == "onnx" else _torchscript
-        run = export(step, example, tmp, json.dumps(step_metadata(clf, example[1:])))
-        diff = max(_max_diff(step, run, b) for b in batches)
-        if not diff <= tolerance:  # `not <=`: a NaN fails too
-            raise ExportError(f"{output}: the exported {fmt} step's logits differ from PyTorch's by up to "
-                              f"{diff:.3g} (tolerance {tolerance:g}); nothing was written")
-        os.replace(tmp, output)
-    finally:
-        tmp.unlink(missing_ok=True)
+        run = export(step, example, path, json.dumps(step_metadata(clf, example[1:])))
+        return max(_max_diff(step, run, b) for b in batches)
+
+    diff = write_checked(output, write, tolerance=tolerance, what=f"{fmt} step's logits")
     return {"format": fmt, "path": str(output), "output": "logits", "bytes": output.stat().st_size, "max_abs_diff": diff, "step": True,
             "frames": frames.shape[1], "batch_sizes": [len(b) for b in batches],
             "seconds": round(time.perf_counter() - start, 2)}
